@@ -1,0 +1,1 @@
+"""The ``nestor`` command line: thin, prints diagnostics, sets exit codes."""
