@@ -523,6 +523,16 @@ def test_wrong_context(suite: Suite, other: bytes) -> None:
     _expect(lambda: _open_bytes(s.data, s.key, other), MSG_DOES_NOT_OPEN, secret=s.secret)
 
 
+@pytest.mark.parametrize("suite", ALL_SUITES, ids=lambda s: s.label)
+def test_long_context_round_trip(suite: Suite) -> None:
+    # Nestor sets no limit on the context; HKDF-SHA256 suites take any info.
+    key = generate_private_key(suite)
+    context = bytes(range(256)) * 400  # 102,400 bytes
+    wrapped = seal_key(b"k" * 32, key.public_key(), context=context)
+    assert open_key(wrapped, key, context=context) == b"k" * 32
+    _expect(lambda: open_key(wrapped, key, context=context[:-1]), MSG_DOES_NOT_OPEN)
+
+
 def test_empty_and_nul_contexts_differ() -> None:
     key = generate_private_key()
     wrapped = seal_key(b"k" * 32, key.public_key(), context=b"")
@@ -651,6 +661,26 @@ def test_appended_bytes_are_rejected(suite: Suite, extra: bytes) -> None:
         MSG_DOES_NOT_OPEN,
         secret=s.secret,
     )
+
+
+# X25519 points of small order (RFC 7748 section 6.1 and the usual
+# low-order list): 0, 1, an order-8 point, and p - 1.
+LOW_ORDER_POINTS = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+]
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES, ids=lambda s: s.label)
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=["zero", "one", "order8", "p-1"])
+def test_low_order_x25519_share_is_rejected(suite: Suite, point: bytes) -> None:
+    # The X25519 share is the whole enc (x25519) or its last 32 bytes (hybrid).
+    s = _sealed(suite)
+    enc_end = HEADER_LEN + ENC_LEN[suite]
+    data = s.data[: enc_end - 32] + point + s.data[enc_end:]
+    _expect(lambda: _open_bytes(data, s.key, s.context), MSG_DOES_NOT_OPEN, secret=s.secret)
 
 
 @pytest.mark.parametrize("magic", [b"NWK0", b"NWK2", b"nwk1", b"\x00\x00\x00\x00", b"NWK\x01"])
