@@ -39,9 +39,9 @@ def _imports(path: Path, package: str | None = None) -> set[str]:
 
 def _forbidden(package: str) -> tuple[str, ...]:
     if package in ZONES:
-        return tuple(f"nestor.{z}" for z in ZONES if z != package) + ("nestor.cli",)
+        return (*tuple(f"nestor.{z}" for z in ZONES if z != package), "nestor.cli")
     if package in SHARED:
-        return tuple(f"nestor.{z}" for z in ZONES) + ("nestor.cli",)
+        return (*tuple(f"nestor.{z}" for z in ZONES), "nestor.cli")
     return ()
 
 

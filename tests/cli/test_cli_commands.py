@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,7 @@ def _flip(data: bytes, pos: int) -> bytes:
     return bytes(b)
 
 
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, tuple[Callable[[bytes, bytes], bytes], str]] = {
     "flipped header byte": (lambda d, o: _flip(d, 100), "header was modified"),
     "flipped chunk byte": (lambda d, o: _flip(d, H + STORED + 9), "chunk 1 failed authentication"),
     "flipped tag byte": (
@@ -192,7 +193,7 @@ def test_decrypt_bad_input(encrypted: tuple[Path, bytes, str], case: str) -> Non
 
 
 def test_decrypt_with_wrong_key(encrypted: tuple[Path, bytes, str]) -> None:
-    d, plaintext, _ = encrypted
+    d, _plaintext, _ = encrypted
     (d / "x").write_bytes(b"x")
     ok("encrypt", "x", "x.nds", "--key-out", "other.key", cwd=d)
     proc = run("decrypt", "data.nds", "out.csv", "--key", "other.key", cwd=d)

@@ -110,7 +110,7 @@ def test_card_without_signature() -> None:
     ],
 )
 def test_malformed_cards(mutate: Any, message: str) -> None:
-    obj, sk = _card_json()
+    obj, _sk = _card_json()
     mutate(obj["signed"])
     with pytest.raises(PartyCardError, match=message):
         verify_party_card(obj)

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a diff")
     args = parser.parse_args(argv)
     files, manifest = build()
-    wanted = {**{name: blob for name, blob in files.items()}, MANIFEST: manifest.encode()}
+    wanted = {**files, MANIFEST: manifest.encode()}
     if args.check:
         stale = [
             name
