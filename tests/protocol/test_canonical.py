@@ -136,7 +136,7 @@ NONCHARACTERS = [chr(cp) for cp in range(0xFDD0, 0xFDF0)] + [
 # Characters that stress escaping and UTF-16 ordering, mixed into arbitrary text.
 AWKWARD = ['"', "\\", "/", "\x00", "\b", "\n", "\x1f", "\x7f", "\x80", "\u2028", "é", "\u0301"]
 AWKWARD += ["\ue000", "\ufb33", "\ufffd", "\U00010000", "\U0001f600", "\U0010fffd"]
-CHARS = st.characters(exclude_categories=("Cs",), exclude_characters=NONCHARACTERS)
+CHARS = st.characters(codec="utf-8", exclude_characters=NONCHARACTERS)  # no surrogates
 TEXT = st.text(alphabet=CHARS | st.sampled_from(AWKWARD), max_size=10)
 INTEGERS = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER) | st.sampled_from(
     [0, 1, -1, MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER]
@@ -238,10 +238,17 @@ def test_any_change_changes_the_digest(value: JsonValue, data: st.DataObject) ->
             index = data.draw(st.integers(0, len(items) - 1))
             new = items[:index] + items[index + 1 :]
         else:
-            original = [encode(item) for item in items]
-            new = data.draw(
-                st.permutations(items).filter(lambda p: [encode(x) for x in p] != original)
-            )
+            # Swap two elements that differ, so the order really changes.
+            encoded = [encode(item) for item in items]
+            pairs = [
+                (i, j)
+                for i in range(len(items))
+                for j in range(i + 1, len(items))
+                if encoded[i] != encoded[j]
+            ]
+            i, j = data.draw(st.sampled_from(pairs))
+            new = list(items)
+            new[i], new[j] = new[j], new[i]
 
     changed = replace_at(value, path, new)
     assert not same(changed, value)
@@ -311,7 +318,7 @@ def test_digest_is_sha256_of_the_canonical_encoding(value: JsonValue) -> None:
 def test_vector_files_are_present() -> None:
     assert "rfc8785-3.2.3-sorting.json" in VECTOR_NAMES
     assert len(VECTOR_NAMES) >= 8
-    assert VECTOR_NAMES == sorted(path.name for path in (VECTORS / "output").glob("*.json"))
+    assert sorted(path.name for path in (VECTORS / "output").glob("*.json")) == VECTOR_NAMES
 
 
 @pytest.mark.parametrize("name", VECTOR_NAMES)
@@ -335,7 +342,7 @@ def test_vector_output_is_accepted_as_canonical(name: str) -> None:
 
 def test_rfc8785_sorting_example_from_python_values() -> None:
     """RFC 8785 §3.2.3: keys sort by UTF-16 code units, not by code points."""
-    value: JsonValue = {
+    value: dict[str, JsonValue] = {
         "\u20ac": "Euro Sign",
         "\r": "Carriage Return",
         "\ufb33": "Hebrew Letter Dalet With Dagesh",
@@ -355,7 +362,7 @@ def test_rfc8785_sorting_example_from_python_values() -> None:
 
 def test_rfc8785_string_escaping_from_python_values() -> None:
     """RFC 8785 §3.2.2.2: only ", \\ and C0 controls are escaped, short forms first."""
-    assert encode("\u20ac$\x0f\nA'B\"\\\\\"/") == b'"\xe2\x82\xac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"'
+    assert encode('\u20ac$\x0f\nA\'B"\\\\"/') == b'"\xe2\x82\xac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"'
     assert encode("\b\t\n\f\r") == b'"\\b\\t\\n\\f\\r"'
     assert encode("\x00\x1f\x7f") == b'"\\u0000\\u001f\x7f"'
     assert encode("\u2028</script>") == b'"\xe2\x80\xa8</script>"'
@@ -565,7 +572,8 @@ def test_decode_reports_byte_offsets_not_character_offsets() -> None:
     with pytest.raises(CanonicalEncodingError, match="byte offset 7") as raised:
         decode('["é", x]'.encode())  # x is character 6, byte 7
     assert "not valid JSON" in raised.value.message
-    with pytest.raises(CanonicalEncodingError, match="trailing data after the value at byte offset 9"):
+    expected = "trailing data after the value at byte offset 9"
+    with pytest.raises(CanonicalEncodingError, match=expected):
         decode('{"é":1} x'.encode())
 
 

@@ -48,15 +48,35 @@ def test_edited_field_after_signing_is_rejected() -> None:
     key = signing.generate_signing_key()
     env = sign_envelope(Envelope(TYPE, {"amount": 1}), key)
     edited = Envelope(TYPE, {"amount": 2}, env.signatures)
-    with pytest.raises(SignatureError, match="signature on the message does not verify"):
+    with pytest.raises(SignatureError, match="edited after signing"):
         verify_envelope_signature(edited, key.public_key(), what="the message")
+
+
+def test_forged_signature_over_current_content_is_rejected() -> None:
+    key = signing.generate_signing_key()
+    env = sign_envelope(Envelope(TYPE, {"amount": 1}), key)
+    forged = env.to_json()
+    sig = bytearray(b64decode(forged["signatures"][0]["sig"]))
+    sig[0] ^= 1
+    forged["signatures"][0]["sig"] = b64encode(bytes(sig))
+    with pytest.raises(SignatureError, match="signature on the message does not verify"):
+        verify_envelope_signature(Envelope.from_json(forged), key.public_key(), what="the message")
+
+
+def test_signed_digest_hint_cannot_rescue_an_edit() -> None:
+    key = signing.generate_signing_key()
+    env = sign_envelope(Envelope(TYPE, {"amount": 1}), key).to_json()
+    env["signed"]["amount"] = 2
+    env["signatures"][0]["signed_digest"] = Envelope.from_json(env).digest()
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_envelope_signature(Envelope.from_json(env), key.public_key(), what="m")
 
 
 def test_payload_type_is_signed() -> None:
     key = signing.generate_signing_key()
     env = sign_envelope(Envelope(TYPE, {"x": 1}), key)
     other = Envelope("application/vnd.nestor.other+json;version=1", env.signed, env.signatures)
-    with pytest.raises(SignatureError, match="does not verify"):
+    with pytest.raises(SignatureError, match="does not verify"):  # same content, other type
         verify_envelope_signature(other, key.public_key(), what="m")
 
 
@@ -88,8 +108,9 @@ def _valid() -> dict[str, Any]:
         (lambda e: e.update(payload_type="text/plain"), "invalid payload_type"),
         (lambda e: e.update(signed=[1]), "must be a JSON object"),
         (lambda e: e.update(signatures={}), "must be a list"),
-        (lambda e: e["signatures"][0].update(extra=1), "exactly the fields keyid and sig"),
+        (lambda e: e["signatures"][0].update(extra=1), "exactly the fields keyid, signed_digest and sig"),
         (lambda e: e["signatures"][0].update(keyid="abc"), "invalid keyid"),
+        (lambda e: e["signatures"][0].update(signed_digest="md5:x"), "invalid signed_digest"),
         (lambda e: e["signatures"][0].update(sig="***"), "not base64url"),
         (lambda e: e["signatures"].append(dict(e["signatures"][0])), "same keyid"),
         (lambda e: e["signed"].update(f=1.5), "float"),

@@ -5,7 +5,8 @@ JSON shape (docs/formats.md, "Signed envelopes")::
 
     {"payload_type": "application/vnd.nestor.<kind>+json;version=<n>",
      "signed": {...the message...},
-     "signatures": [{"keyid": "sha256:<hex>", "sig": "<base64url>"}, ...]}
+     "signatures": [{"keyid": "sha256:<hex>", "signed_digest": "sha256:<hex>",
+                     "sig": "<base64url>"}, ...]}
 
 Each signature is Ed25519 over the DSSE v1 pre-authentication encoding
 ``PAE(payload_type, JCS(signed))``::
@@ -16,6 +17,11 @@ where LEN is the ASCII decimal byte length. The payload type is inside what is
 signed, so a signature over one kind of message can never be replayed as
 another kind. The message stays readable JSON while the signed bytes are its
 RFC 8785 canonical form.
+
+``signed_digest`` is the digest (``nestor.protocol.canonical.digest``) of the
+``signed`` object the signer saw. It is not what makes a signature valid --
+the Ed25519 signature is -- but it lets a verifier say *why* a signature
+fails: over an older version, or over content edited after signing.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ def pae(payload_type: str, body: bytes) -> bytes:
 @dataclass(frozen=True)
 class Signature:
     keyid: str
+    signed_digest: str
     sig: bytes
 
 
@@ -58,11 +65,24 @@ class Envelope:
     def signing_input(self) -> bytes:
         return pae(self.payload_type, canonical.encode(self.signed))
 
+    def digest(self) -> str:
+        """Digest of the signed content: ``sha256:`` + hex of SHA-256(JCS(signed))."""
+        return canonical.digest(self.signed)
+
+    def signature_by(self, keyid: str) -> Signature | None:
+        for s in self.signatures:
+            if s.keyid == keyid:
+                return s
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "payload_type": self.payload_type,
             "signed": self.signed,
-            "signatures": [{"keyid": s.keyid, "sig": b64encode(s.sig)} for s in self.signatures],
+            "signatures": [
+                {"keyid": s.keyid, "signed_digest": s.signed_digest, "sig": b64encode(s.sig)}
+                for s in self.signatures
+            ],
         }
 
     @classmethod
@@ -91,12 +111,16 @@ class Envelope:
             raise EnvelopeError("signatures must be a list of at most 1024 entries")
         sigs: list[Signature] = []
         for i, entry in enumerate(raw_sigs):
-            if not isinstance(entry, Mapping) or set(entry) != {"keyid", "sig"}:
-                raise EnvelopeError(f"signature {i} must have exactly the fields keyid and sig")
-            keyid, sig = entry["keyid"], entry["sig"]
+            if not isinstance(entry, Mapping) or set(entry) != {"keyid", "signed_digest", "sig"}:
+                raise EnvelopeError(
+                    f"signature {i} must have exactly the fields keyid, signed_digest and sig"
+                )
+            keyid, digest, sig = entry["keyid"], entry["signed_digest"], entry["sig"]
             if not isinstance(keyid, str) or not _KEY_ID.fullmatch(keyid):
                 raise EnvelopeError(f"signature {i} has an invalid keyid")
-            sigs.append(Signature(keyid, b64decode(sig, field=f"signature {i}")))
+            if not isinstance(digest, str) or not _KEY_ID.fullmatch(digest):
+                raise EnvelopeError(f"signature {i} has an invalid signed_digest")
+            sigs.append(Signature(keyid, digest, b64decode(sig, field=f"signature {i}")))
         if len({s.keyid for s in sigs}) != len(sigs):
             raise EnvelopeError("two signatures carry the same keyid")
         canonical.encode(signed)  # raises if the message cannot be signed at all
@@ -108,7 +132,8 @@ def sign_envelope(envelope: Envelope, private_key: Ed25519PrivateKey) -> Envelop
     keyid = signing.key_id(private_key.public_key())
     sig = signing.sign(private_key, envelope.signing_input())
     others = tuple(s for s in envelope.signatures if s.keyid != keyid)
-    return Envelope(envelope.payload_type, envelope.signed, (*others, Signature(keyid, sig)))
+    mine = Signature(keyid, envelope.digest(), sig)
+    return Envelope(envelope.payload_type, envelope.signed, (*others, mine))
 
 
 def verify_envelope_signature(
@@ -116,8 +141,16 @@ def verify_envelope_signature(
 ) -> None:
     """Raise :class:`SignatureError` unless ``public_key`` signed ``envelope``."""
     keyid = signing.key_id(public_key)
-    for s in envelope.signatures:
-        if s.keyid == keyid:
-            signing.verify(public_key, s.sig, envelope.signing_input(), what=what)
-            return
-    raise SignatureError(f"{what} carries no signature by key {keyid}")
+    s = envelope.signature_by(keyid)
+    if s is None:
+        raise SignatureError(f"{what} carries no signature by key {keyid}")
+    current = envelope.digest()
+    if s.signed_digest != current:
+        # Diagnosis only: the verdict below would be the same.
+        raise SignatureError(
+            f"the signature on {what} by key {keyid} was made over other content "
+            f"({s.signed_digest}), not over this content ({current}): it was edited after "
+            "signing",
+            hint="the signer must review and sign the current content",
+        )
+    signing.verify(public_key, s.sig, envelope.signing_input(), what=what)
