@@ -124,3 +124,32 @@ class CommitmentMismatchError(VerificationError):
 class WrappedKeyError(NestorError):
     """A wrapped (HPKE-sealed) key is malformed, for another recipient or context,
     or was modified."""
+
+
+# -- contracts and programs ----------------------------------------------------------
+
+
+class ContractError(ProtocolError):
+    """A contract is malformed or inconsistent (before any signature is checked)."""
+
+
+class ContractVerificationError(VerificationError):
+    """A contract is not in effect: signatures missing or invalid, outside its
+    validity window, or a program bundle does not match its digest.
+
+    ``problems`` lists every reason, one line each, so a user sees them all.
+    """
+
+    def __init__(self, message: str, *, problems: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+    def diagnostics(self) -> str:
+        lines = [self.message, *(f"  - {p}" for p in self.problems)]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class ProgramBundleError(ConfigurationError):
+    """A program bundle directory cannot be digested (links, special files, empty)."""

@@ -108,7 +108,10 @@ def _valid() -> dict[str, Any]:
         (lambda e: e.update(payload_type="text/plain"), "invalid payload_type"),
         (lambda e: e.update(signed=[1]), "must be a JSON object"),
         (lambda e: e.update(signatures={}), "must be a list"),
-        (lambda e: e["signatures"][0].update(extra=1), "exactly the fields keyid, signed_digest and sig"),
+        (
+            lambda e: e["signatures"][0].update(extra=1),
+            "exactly the fields keyid, signed_digest and sig",
+        ),
         (lambda e: e["signatures"][0].update(keyid="abc"), "invalid keyid"),
         (lambda e: e["signatures"][0].update(signed_digest="md5:x"), "invalid signed_digest"),
         (lambda e: e["signatures"][0].update(sig="***"), "not base64url"),

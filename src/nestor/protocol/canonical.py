@@ -23,7 +23,8 @@ This module is that single choke point; see ``docs/adr/0001-canonical-encoding.m
 
 Pure: no file, network or clock access. Errors are
 :class:`~nestor.errors.CanonicalEncodingError`; messages name a JSON path such
-as ``$.parties[2].name`` or a byte offset, and never echo string contents.
+as ``$.parties[2].name`` or a byte offset, and never echo the contents of
+string values (keys, numbers and offsets are shown; values may be confidential).
 """
 
 from __future__ import annotations
