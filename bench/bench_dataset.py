@@ -307,8 +307,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def write_random_file(path: Path, size: int, block: bytes) -> None:
-    """Stream ``size`` bytes made of a repeated random block to ``path``."""
+def write_repeated(path: Path, size: int, block: bytes) -> None:
+    """Stream ``size`` bytes made of ``block`` repeated to ``path``."""
     view = memoryview(block)
     with open(path, "wb", buffering=0) as out:
         left = size
@@ -379,8 +379,19 @@ def run_rounds(
     chunk_size = args.chunk_size
     out = work / "out.bin"
     sealed = work / "sealed.nds"
+    zeros = bytes(8 * MIB)
 
-    def phase(kind: str, record_as: str, **spec: Any) -> dict[str, Any]:
+    def phase(kind: str, record_as: str, prefault: int = 0, **spec: Any) -> dict[str, Any]:
+        if prefault and not args.no_prefault:
+            # In a VM, memory the guest frees is handed back to the host after
+            # a delay (virtio-balloon free page reporting) and the next write
+            # to it costs a host page fault each time: several times slower and
+            # depending on how long ago the previous phase ran. Writing and
+            # deleting the phase's output size right before it makes every
+            # writer (copies included) start from the same state.
+            scratch = work / "prefault.bin"
+            write_repeated(scratch, prefault, zeros)
+            scratch.unlink()
         result = run_worker({"phase": kind, "name": record_as, "chunk_size": chunk_size, **spec})
         measurements.add(record_as, result)
         return result
@@ -390,18 +401,25 @@ def run_rounds(
         phase("aes", "aes", input=str(big))
         phase("sha256", "sha256", input=str(big))
         for name in ("copy_loop", "copyfile"):
-            phase(name, name, input=str(big), output=str(out))
+            phase(name, name, sizes["big"], input=str(big), output=str(out))
             out.unlink()
         for suffix, source, size in (("", big, sizes["big"]), ("_small", small, sizes["small"])):
-            encrypted = phase(
-                "encrypt", "encrypt" + suffix, input=str(source), output=str(sealed), key=key
-            )
             chunks = len(_chunk_lengths(size, chunk_size))
-            if sealed.stat().st_size != dataset.HEADER_LENGTH + size + dataset.TAG_LENGTH * chunks:
+            sealed_size = dataset.HEADER_LENGTH + size + dataset.TAG_LENGTH * chunks
+            encrypted = phase(
+                "encrypt",
+                "encrypt" + suffix,
+                sealed_size,
+                input=str(source),
+                output=str(sealed),
+                key=key,
+            )
+            if sealed.stat().st_size != sealed_size:
                 raise RuntimeError(f"{sealed} is not the size the format gives")
             phase(
                 "decrypt",
                 "decrypt" + suffix,
+                size,
                 input=str(sealed),
                 output=str(out),
                 key=key,
@@ -499,7 +517,7 @@ def summarise(
             "dir": str(args.dir),
             "dir_filesystem": fs_type,
             "memory_backed": memory_backed,
-            "warmup": not args.no_warmup,
+            "prefault": not args.no_prefault,
         },
         "environment": {
             "python": platform.python_version(),
@@ -531,7 +549,8 @@ def render(report: dict[str, Any]) -> str:
         f"MiB), chunk {cfg['chunk_size']} B, {cfg['repeat']} rounds, "
         f"dir {cfg['dir']} ({cfg['dir_filesystem']}"
         + (", memory-backed" if cfg["memory_backed"] else ", NOT memory-backed")
-        + ")",
+        + "), prefault "
+        + ("on" if cfg["prefault"] else "off"),
         f"  Python {env['python']}, cryptography {env['cryptography']}, "
         f"{env['cpu']} ({env['cpus']} CPUs); GB = 1e9 bytes",
         "",
@@ -594,7 +613,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-dir-gb", type=float, default=8.0, help="refuse to use more of --dir at once (8)"
     )
     parser.add_argument(
-        "--no-warmup", action="store_true", help="skip writing and deleting 2x the size first"
+        "--no-prefault",
+        action="store_true",
+        help="do not write and delete a file of the output's size just before each phase",
     )
     parser.add_argument("--json", action="store_true", help="JSON on stdout, table on stderr")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -635,15 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         big, small = work / "plain.bin", work / "plain-small.bin"
         log(f"writing {sizes['big'] / GIB:g} GiB and {sizes['small'] / MIB:g} MiB of random data")
         block = os.urandom(BLOCK_SIZE)
-        write_random_file(big, sizes["big"], block)
-        write_random_file(small, sizes["small"], block)
-        if not args.no_warmup:
-            # The first write to memory a VM has not touched yet can be several
-            # times slower than later ones; do it once before measuring.
-            log(f"warm-up: writing and deleting {2 * sizes['big'] / GIB:g} GiB in {args.dir}")
-            warm = work / "warmup.bin"
-            write_random_file(warm, 2 * sizes["big"], block)
-            warm.unlink()
+        write_repeated(big, sizes["big"], block)
+        write_repeated(small, sizes["small"], block)
         del block
         measurements = run_rounds(args, work, big, small, sizes)
     finally:

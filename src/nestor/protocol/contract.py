@@ -724,6 +724,8 @@ def verify_contract(
     this one amends, when the caller has it.
     """
     problems = [s.problem for s in signature_statuses(contract) if s.problem]
+    if not contract.parties:
+        problems.append("the contract lists no parties")
     members = {p.party_id for p in contract.parties}
     for sig in contract.envelope.signatures:
         if sig.keyid not in members:
