@@ -153,3 +153,48 @@ class ContractVerificationError(VerificationError):
 
 class ProgramBundleError(ConfigurationError):
     """A program bundle directory cannot be digested (links, special files, empty)."""
+
+
+# -- attestation -------------------------------------------------------------------
+
+
+class AttestationError(VerificationError):
+    """Evidence could not be verified. The subclass says which step failed."""
+
+
+class EvidenceFormatError(AttestationError):
+    """Evidence or collateral bytes are malformed, truncated or of the wrong kind."""
+
+
+class EvidenceSignatureError(AttestationError):
+    """The report/quote/document signature does not verify."""
+
+
+class CertificateChainError(AttestationError):
+    """A certificate chain does not lead to a pinned root, or a certificate is not
+    valid at the verification time, or does not match the evidence."""
+
+
+class CollateralError(AttestationError):
+    """Collateral (TCB info, QE identity, CRLs) is missing, invalid or outside
+    its validity window at the verification time."""
+
+
+class TcbError(AttestationError):
+    """The platform's TCB is not supported (no matching TCB level) or revoked."""
+
+
+class AppraisalError(VerificationError):
+    """Verified evidence does not satisfy the contract's enclave policy.
+
+    ``reasons`` lists every failed check."""
+
+    def __init__(self, message: str, *, reasons: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reasons = reasons
+
+    def diagnostics(self) -> str:
+        lines = [self.message, *(f"  - {r}" for r in self.reasons)]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
