@@ -233,12 +233,42 @@ PHASES: Final[dict[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
 }
 
 
+def prefault(path: Path, size: int) -> None:
+    """Have the guest kernel touch ``size`` bytes of free memory, then free it.
+
+    In a VM, memory the guest frees goes back to the host after a delay
+    (virtio-balloon free page reporting), and the next write to each such
+    page costs a host page fault: writes into a memory-backed directory then
+    run several times slower, by an amount that depends on how long ago the
+    previous phase freed its output. Allocating (fallocate, which zeroes the
+    pages in the kernel, no user buffer so no RSS) and deleting a file of the
+    phase's output size right before timing it puts every writer, the copy
+    baselines included, in the same state. ``--no-prefault`` turns it off.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
 def worker_main() -> int:
     """Run the phase described on stdin; print timings and memory as JSON."""
     spec = json.loads(sys.stdin.read())
     rss_start = _rss_kib()
+    prefault_seconds = 0.0
+    if spec.get("prefault"):
+        start = time.perf_counter()
+        prefault(Path(spec["prefault_path"]), int(spec["prefault"]))
+        prefault_seconds = time.perf_counter() - start
     timings = PHASES[spec["phase"]](spec)
-    result = {"timings": timings, "rss_start_kib": rss_start, "peak_rss_kib": _peak_rss_kib()}
+    result = {
+        "timings": timings,
+        "prefault_seconds": prefault_seconds,
+        "rss_start_kib": rss_start,
+        "peak_rss_kib": _peak_rss_kib(),
+    }
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
@@ -379,20 +409,20 @@ def run_rounds(
     chunk_size = args.chunk_size
     out = work / "out.bin"
     sealed = work / "sealed.nds"
-    zeros = bytes(8 * MIB)
 
     def phase(kind: str, record_as: str, prefault: int = 0, **spec: Any) -> dict[str, Any]:
-        if prefault and not args.no_prefault:
-            # In a VM, memory the guest frees is handed back to the host after
-            # a delay (virtio-balloon free page reporting) and the next write
-            # to it costs a host page fault each time: several times slower and
-            # depending on how long ago the previous phase ran. Writing and
-            # deleting the phase's output size right before it makes every
-            # writer (copies included) start from the same state.
-            scratch = work / "prefault.bin"
-            write_repeated(scratch, prefault, zeros)
-            scratch.unlink()
-        result = run_worker({"phase": kind, "name": record_as, "chunk_size": chunk_size, **spec})
+        if args.no_prefault:
+            prefault = 0
+        result = run_worker(
+            {
+                "phase": kind,
+                "name": record_as,
+                "chunk_size": chunk_size,
+                "prefault": prefault,
+                "prefault_path": str(work / "prefault.bin"),
+                **spec,
+            }
+        )
         measurements.add(record_as, result)
         return result
 
