@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "nestor"
 ZONES = ("client", "enclave", "host")
-SHARED = ("protocol", "crypto", "attestation")
+SHARED = ("protocol", "crypto", "attestation", "programs", "simtee")
 
 
 def _imports(path: Path, package: str | None = None) -> set[str]:
