@@ -22,7 +22,9 @@ as JSON on stdout) that reports its own peak RSS (``VmHWM``), so the memory
 figure of one phase is not polluted by another (the AES baseline holds the
 whole file in memory; ``encrypt_file`` must not). Phases are interleaved
 round by round (``--repeat`` rounds) and the best and median of the rounds
-are reported. See bench/README.md for what each figure means.
+are reported. Each phase that writes a file first writes and deletes a file
+of the same size (see :func:`prefault`). See bench/README.md for what each
+figure means.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -234,34 +237,47 @@ PHASES: Final[dict[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
 
 
 def prefault(path: Path, size: int) -> None:
-    """Have the guest kernel touch ``size`` bytes of free memory, then free it.
+    """Write ``size`` bytes to ``path`` and delete it, so the phase that
+    follows writes into memory the guest has just used.
 
-    In a VM, memory the guest frees goes back to the host after a delay
-    (virtio-balloon free page reporting), and the next write to each such
-    page costs a host page fault: writes into a memory-backed directory then
-    run several times slower, by an amount that depends on how long ago the
-    previous phase freed its output. Allocating (fallocate, which zeroes the
-    pages in the kernel, no user buffer so no RSS) and deleting a file of the
-    phase's output size right before timing it puts every writer, the copy
-    baselines included, in the same state. ``--no-prefault`` turns it off.
+    In a VM, memory the guest frees goes back to the host after a couple of
+    seconds (virtio-balloon free page reporting), and the next write to each
+    such page costs a host page fault: the first phase to grow the directory
+    past its recent high-water mark then writes several times slower than
+    the next (0.5 against 2.5 GB/s here), whatever it is. Writing and deleting
+    the phase's output size just before the clock starts puts every writer,
+    the copy baselines included, in the same state. (fallocate does not do:
+    tmpfs defers zeroing to the first write.) ``--no-prefault`` turns it off.
     """
+    block = memoryview(bytearray(MIB))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.posix_fallocate(fd, 0, size)
+        left = size
+        while left:
+            n = min(left, len(block))
+            _write_all(fd, block[:n])
+            left -= n
     finally:
         os.close(fd)
         path.unlink()
 
 
+def _reset_peak_rss() -> None:
+    """Make VmHWM start again from the current RSS (Linux: clear_refs 5)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")
+
+
 def worker_main() -> int:
     """Run the phase described on stdin; print timings and memory as JSON."""
     spec = json.loads(sys.stdin.read())
-    rss_start = _rss_kib()
     prefault_seconds = 0.0
     if spec.get("prefault"):
         start = time.perf_counter()
         prefault(Path(spec["prefault_path"]), int(spec["prefault"]))
         prefault_seconds = time.perf_counter() - start
+        _reset_peak_rss()  # the prefault's buffer is not the phase's memory
+    rss_start = _rss_kib()
     timings = PHASES[spec["phase"]](spec)
     result = {
         "timings": timings,
@@ -310,11 +326,13 @@ class Measurements:
     seconds: dict[str, list[float]] = field(default_factory=dict)
     peak_rss_kib: dict[str, list[int]] = field(default_factory=dict)
     rss_start_kib: dict[str, list[int]] = field(default_factory=dict)
+    prefault_seconds: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, process: str, result: dict[str, Any]) -> None:
         for name, value in result["timings"].items():
             if name != "commitment":
                 self.seconds.setdefault(name, []).append(float(value))
+        self.prefault_seconds.setdefault(process, []).append(float(result["prefault_seconds"]))
         self.peak_rss_kib.setdefault(process, []).append(int(result["peak_rss_kib"]))
         self.rss_start_kib.setdefault(process, []).append(int(result["rss_start_kib"]))
 
@@ -374,6 +392,12 @@ def filesystem_type(path: Path) -> str:
             if inside and len(mount) > len(best):
                 best, kind = mount, parts[2]
     return kind
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError), open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
+    return "unknown"
 
 
 def cpu_model() -> str:
@@ -463,7 +487,11 @@ def run_rounds(
 
 
 def summarise(
-    args: argparse.Namespace, m: Measurements, sizes: dict[str, int], fs_type: str
+    args: argparse.Namespace,
+    m: Measurements,
+    sizes: dict[str, int],
+    fs_type: str,
+    load: tuple[str, str],
 ) -> dict[str, Any]:
     best: dict[str, float] = {}
     median: dict[str, float] = {}
@@ -495,6 +523,7 @@ def summarise(
             "vs_bound": None,
             "peak_rss_mib": peak,
             "rss_before_mib": start,
+            "prefault_seconds": m.prefault_seconds[process],
         }
         if row.bound and row.aes_key:
             entry["vs_bound"] = best[row.key] / bound(best, row.aes_key)
@@ -561,6 +590,8 @@ def summarise(
             "cryptography": cryptography.__version__,
             "cpu": cpu_model(),
             "cpus": os.cpu_count(),
+            "load_average_before": load[0],
+            "load_average_after": load[1],
         },
         "rows": rows,
         "pipeline_bound_gbps": {
@@ -590,6 +621,8 @@ def render(report: dict[str, Any]) -> str:
         + ("on" if cfg["prefault"] else "off"),
         f"  Python {env['python']}, cryptography {env['cryptography']}, "
         f"{env['cpu']} ({env['cpus']} CPUs); GB = 1e9 bytes",
+        f"  load average (1, 5, 15 min) before: {env['load_average_before']}, "
+        f"after: {env['load_average_after']}",
         "",
         f"{'phase':<37} {'best':>6} {'median':>6} {'/AES':>6} {'/copy':>6} {'/bound':>6} "
         f"{'peakRSS':>8} {'before':>7}",
@@ -668,6 +701,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -690,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{args.dir} has less than the {peak_use / GB:.2f} GB this run needs")
         return 2
 
+    load_before = load_average()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so that the finally below runs
     work = Path(tempfile.mkdtemp(prefix="nestor-bench-", dir=args.dir))
     try:
         big, small = work / "plain.bin", work / "plain-small.bin"
@@ -702,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    report = summarise(args, measurements, sizes, fs_type)
+    report = summarise(args, measurements, sizes, fs_type, (load_before, load_average()))
     table = render(report)
     if args.json:
         log(table)

@@ -76,12 +76,8 @@ def test_wrong_measurement_is_refused(simulated: AttestationResult) -> None:
 def test_wrong_report_data_is_refused(simulated: AttestationResult) -> None:
     other = report_data_for("sha256:" + "00" * 32, SIGNING, HPKE)
     decision = appraise(simulated, policy(SIM_OK), expected_report_data=other)
-    assert (
-        decision.reasons == (decision.reasons[0],)
-    )
-    assert (
-        "does not bind the expected contract" in decision.reasons[0]
-    )
+    assert decision.reasons == (decision.reasons[0],)
+    assert "does not bind the expected contract" in decision.reasons[0]
 
 
 def test_debug_is_refused_whatever_the_contract(tmp_path: Path) -> None:

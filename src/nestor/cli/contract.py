@@ -72,11 +72,16 @@ def init(
         if valid_from is None
         else parse_time(valid_from, "--valid-from")
     )
-    end = (
-        start + timedelta(days=valid_days)
-        if valid_until is None
-        else parse_time(valid_until, "--valid-until")
-    )
+    try:
+        end = (
+            start + timedelta(days=valid_days)
+            if valid_until is None
+            else parse_time(valid_until, "--valid-until")
+        )
+    except OverflowError:
+        raise ConfigurationError(
+            f"--valid-days {valid_days} from {start:%Y-%m-%d} runs past the year 9999"
+        ) from None
     if file.exists():
         raise ConfigurationError(f"{file} already exists; refusing to overwrite a contract")
     _save(file, contracts.new_contract(name, collaboration_id, not_before=start, not_after=end))
@@ -247,6 +252,8 @@ def set_policy(
             loaded = canonical.decode(platform_file.read_bytes())
         except FileNotFoundError:
             raise ConfigurationError(f"platform file {platform_file} does not exist") from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {platform_file}: {exc.strerror}") from None
         if not isinstance(loaded, dict):
             raise ConfigurationError(f"{platform_file} must hold one JSON object")
         platforms.append(loaded)

@@ -37,6 +37,8 @@ def load_contract(path: Path) -> Contract:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigurationError(f"contract file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read contract file {path}: {exc.strerror}") from None
     try:
         obj = canonical.decode(data)
     except NestorError as exc:
@@ -183,7 +185,8 @@ def set_policy(
     if platforms is not None:
         existing = {p["platform"]: p for p in body["enclave_policy"]["platforms"]}
         for p in platforms:
-            existing[p.get("platform")] = p
+            name = p.get("platform")
+            existing[name if isinstance(name, str) else repr(name)] = p
         body["enclave_policy"]["platforms"] = list(existing.values())
     if tcb_statuses is not None:
         body["enclave_policy"]["accepted_tcb_statuses"] = tcb_statuses

@@ -10,10 +10,11 @@ A bundle's digest is the canonical digest of its *manifest*::
 bytes of ``path`` (POSIX separators, relative to the bundle root). Only the
 path, the executable bit, the size and the content hash count: timestamps,
 owners and the directory's own name do not, so the same files give the same
-digest on every machine. Byte-compiled caches (``__pycache__`` directories,
-``*.pyc``) are generated, not authored, and are skipped. Symbolic links,
-devices and unreadable entries are refused: they could make two machines see
-different content under one digest.
+digest on every machine. Compiled bytecode (``__pycache__`` directories,
+``*.pyc`` files) is refused, not skipped: Python can run a ``.pyc`` instead of
+its source, so skipping it would let unreviewed code run under a reviewed
+digest. Symbolic links, devices and unreadable entries are refused too: they
+could make two machines see different content under one digest.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from nestor.protocol import canonical
 MANIFEST_TYPE: Final = "nestor/program-bundle"
 MAX_FILES: Final = 10_000
 MAX_BUNDLE_BYTES: Final = 256 * 1024 * 1024
-_SKIPPED_DIRS: Final = frozenset({"__pycache__"})
-_SKIPPED_SUFFIXES: Final = (".pyc",)
+_BYTECODE_DIRS: Final = frozenset({"__pycache__"})
+_BYTECODE_SUFFIXES: Final = (".pyc", ".pyo")
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,21 @@ def read_manifest(root: Path) -> BundleManifest:
         here = Path(dirpath)
         for d in list(dirnames):
             full = here / d
-            if d in _SKIPPED_DIRS:
-                dirnames.remove(d)
-            elif full.is_symlink():
+            if d in _BYTECODE_DIRS:
+                raise ProgramBundleError(
+                    f"program bundle contains compiled bytecode: {full}",
+                    hint="remove it (find DIR -name __pycache__ -prune -exec rm -r {} +): "
+                    "bytecode is not reviewed source and Python could run it instead",
+                )
+            if full.is_symlink():
                 raise ProgramBundleError(f"program bundle contains a symbolic link: {full}")
         for name in filenames:
             full = here / name
-            if name.endswith(_SKIPPED_SUFFIXES):
-                continue
+            if name.endswith(_BYTECODE_SUFFIXES):
+                raise ProgramBundleError(
+                    f"program bundle contains compiled bytecode: {full}",
+                    hint="remove .pyc files: bytecode is not reviewed source",
+                )
             st = full.lstat()
             if not stat.S_ISREG(st.st_mode):
                 kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "special file"

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from nestor.errors import (
+    ConfigurationError,
     ContractError,
     ContractVerificationError,
     NestorError,
@@ -44,7 +45,7 @@ MAX_ITEMS: Final = 1000
 TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _ENTRY_POINT = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
@@ -506,7 +507,7 @@ def _parse_programs(value: object, dataset_ids: set[str], require_role: Any) -> 
         if not inputs:
             raise ContractError(f"{where} must name at least one input dataset")
         for ds in inputs:
-            if ds not in dataset_ids:
+            if not isinstance(ds, str) or ds not in dataset_ids:
                 raise ContractError(
                     f"{where} reads dataset {ds!r}, which the contract does not list"
                 )
@@ -555,7 +556,8 @@ _PLATFORM_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 
 
 def _parse_platform(entry: object, i: int) -> PlatformPolicy:
-    if not isinstance(entry, dict) or entry.get("platform") not in _PLATFORM_FIELDS:
+    name = entry.get("platform") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or name not in _PLATFORM_FIELDS:
         known = ", ".join(_PLATFORM_FIELDS)
         got = entry.get("platform") if isinstance(entry, dict) else None
         raise ContractError(
@@ -641,15 +643,16 @@ def _parse_retention(value: object) -> Retention:
         raise ContractError(
             f"retention.destroy_keys {rule!r} is unknown (known: {', '.join(RETENTION_RULES)})"
         )
+    # Absent, never null: one meaning must have one spelling under a signature.
     runs = e.get("runs")
     date = e.get("date")
     if rule == "after-runs":
         runs = _int(runs, "retention.runs", minimum=1)
-    elif runs is not None:
+    elif "runs" in e:
         raise ContractError("retention.runs goes only with destroy_keys after-runs")
     if rule == "at-date":
         parse_time(date, "retention.date")
-    elif date is not None:
+    elif "date" in e:
         raise ContractError("retention.date goes only with destroy_keys at-date")
     return Retention(rule, runs, date)
 
@@ -723,6 +726,8 @@ def verify_contract(
     directories (``nestor.programs.bundle``); ``previous`` is the version
     this one amends, when the caller has it.
     """
+    if now.tzinfo is None:
+        raise ConfigurationError("the verification time must be timezone-aware (UTC)")
     problems = [s.problem for s in signature_statuses(contract) if s.problem]
     if not contract.parties:
         problems.append("the contract lists no parties")

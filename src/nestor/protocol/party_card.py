@@ -27,7 +27,7 @@ from nestor.protocol.envelope import Envelope, sign_envelope, verify_envelope_si
 
 PAYLOAD_TYPE: Final = "application/vnd.nestor.party-card+json;version=1"
 MAX_NAME_LENGTH: Final = 128
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _FIELDS: Final = {"name", "party_id", "signing_key", "hpke_keys", "created"}
 
 
