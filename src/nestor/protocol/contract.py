@@ -559,11 +559,10 @@ def _parse_platform(entry: object, i: int) -> PlatformPolicy:
     name = entry.get("platform") if isinstance(entry, dict) else None
     if not isinstance(name, str) or name not in _PLATFORM_FIELDS:
         known = ", ".join(_PLATFORM_FIELDS)
-        got = entry.get("platform") if isinstance(entry, dict) else None
         raise ContractError(
-            f"enclave_policy.platforms[{i}]: unknown platform {got!r} (known: {known})"
+            f"enclave_policy.platforms[{i}]: unknown platform {name!r} (known: {known})"
         )
-    platform = entry["platform"]
+    platform = name
     required, optional = _PLATFORM_FIELDS[platform]
     where = f"enclave policy for {platform}"
     e = _obj(entry, where, ("platform", *required), optional)
