@@ -439,6 +439,15 @@ def test_flipped_byte_in_the_leaf_certificate_breaks_the_chain(prod_raw: bytes, 
         verify_document(_flip(prod_raw, at))
 
 
+def test_unparseable_leaf_certificate_is_a_format_error(prod_raw: bytes) -> None:
+    leaf = _fields(prod_raw)["certificate"]
+    # The version field [0] { INTEGER 2 } (v3): make it 9, which no X.509 version is.
+    at = prod_raw.index(leaf) + leaf.index(b"\xa0\x03\x02\x01\x02") + 4
+    tampered = prod_raw[:at] + b"\x09" + prod_raw[at + 1 :]
+    with pytest.raises(EvidenceFormatError, match=r"certificate is not a DER X\.509 certificate"):
+        verify_document(tampered)
+
+
 def test_flipped_byte_in_an_intermediate_breaks_the_chain(prod_raw: bytes) -> None:
     inter = _fields(prod_raw)["cabundle"][2]
     at = prod_raw.index(inter) + inter.index(b"68a8a693dd2153f6") + 3
@@ -867,6 +876,20 @@ def test_mutated_documents_raise_only_attestation_errors(
         document = prod_raw[:at] + data.draw(st.binary(min_size=1, max_size=16)) + prod_raw[at:]
     with pytest.raises(AttestationError):
         verify_document(document, now=INSIDE_WINDOW)
+
+
+@_FUZZ
+@given(st.data())
+def test_any_change_to_the_leaf_certificate_is_caught_before_the_signature(
+    prod_raw: bytes, data: st.DataObject
+) -> None:
+    leaf = _fields(prod_raw)["certificate"]
+    start = prod_raw.index(leaf)
+    at = data.draw(st.integers(start, start + len(leaf) - 1))
+    mask = data.draw(st.integers(1, 255))
+    tampered = prod_raw[:at] + bytes([prod_raw[at] ^ mask]) + prod_raw[at + 1 :]
+    with pytest.raises((CertificateChainError, EvidenceFormatError)):
+        verify_document(tampered, now=INSIDE_WINDOW)
 
 
 _CBOR_VALUES = st.recursive(

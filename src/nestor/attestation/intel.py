@@ -289,8 +289,8 @@ def _check_layout(quote: bytes, header: QuoteHeader) -> None:
     label = header.platform.value.upper()
     if header.declared_length is None:
         raise EvidenceFormatError(
-            f"truncated {label} quote: {len(quote)} bytes end inside the report body "
-            f"(header and body need {HEADER_LENGTH + header.body_size} bytes and more)"
+            f"truncated {label} quote: its {len(quote)} bytes end before the signature data "
+            f"(the {header.body_size}-byte report body needs more)"
         )
     if len(quote) < header.declared_length:
         raise EvidenceFormatError(
@@ -689,22 +689,27 @@ def _pck_chain_subjects(pem: str, root: x509.Certificate, label: str) -> tuple[s
 
     dcap-qvl has verified the path leaf → PCK CA → pinned root. The chain as
     embedded must say the same thing: each certificate issued by the next,
-    and a root copy, if present, byte-identical to the pinned one.
+    and a root copy, if present, byte-identical to the pinned one (dcap-qvl
+    itself never looks at that copy).
     """
-    certs = _load_pem_chain(
-        pem, f"the {label} quote's PCK certificate chain", CertificateChainError
-    )
-    for child, parent in itertools.pairwise(certs):
-        if child.issuer != parent.subject:
-            raise CertificateChainError(
-                f"the {label} quote's PCK certificate chain is not in leaf-to-root order: "
-                f"{_subject(child)!r} is not issued by {_subject(parent)!r}"
-            )
-    if certs[-1].subject == certs[-1].issuer:
-        _require_pinned_root(certs[-1], f"the {label} quote's PCK certificate chain")
-        certs = certs[:-1]
+    what = f"the {label} quote's PCK certificate chain"
+    certs = _load_pem_chain(pem, what, CertificateChainError)
+    try:
+        for child, parent in itertools.pairwise(certs):
+            if child.issuer != parent.subject:
+                raise CertificateChainError(
+                    f"{what} is not in leaf-to-root order: {_subject(child)!r} is not "
+                    f"issued by {_subject(parent)!r}"
+                )
+        if certs[-1].subject == certs[-1].issuer:
+            _require_pinned_root(certs[-1], what)
+            certs = certs[:-1]
+    except (ValueError, TypeError) as exc:
+        # cryptography parses names lazily: a corrupted certificate that loaded
+        # may still fail here.
+        raise CertificateChainError(f"{what} holds a malformed certificate: {exc}") from exc
     if not certs:
-        raise CertificateChainError(f"the {label} quote's PCK certificate chain has no PCK leaf")
+        raise CertificateChainError(f"{what} has no PCK leaf")
     return (*(_subject(c) for c in certs), _subject(root), roots.INTEL_SGX_ROOT_CA)
 
 

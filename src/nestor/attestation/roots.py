@@ -52,9 +52,10 @@ def amd_chain(product: str) -> tuple[x509.Certificate, x509.Certificate]:
 def amd_asvk_chain_milan() -> tuple[x509.Certificate, x509.Certificate]:
     """(ASVK, ARK) for VLEK-signed Milan reports, ARK pinned."""
     certs = _bundled("milan_ask_ark_asvk.pem")
-    ark = next(c for c in certs if fingerprint(c) == AMD_ARK_MILAN)
-    asvk = certs[2]
-    return asvk, ark
+    arks = [c for c in certs if fingerprint(c) == AMD_ARK_MILAN]
+    if not arks or len(certs) < 3:
+        raise CertificateChainError("the bundled Milan ASVK chain lacks the pinned ARK-Milan")
+    return certs[2], arks[0]
 
 
 def aws_nitro_root() -> x509.Certificate:

@@ -30,7 +30,7 @@ import re
 import struct
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from cryptography import x509
@@ -334,7 +334,7 @@ def _cn(name: x509.Name) -> str:
 
 
 def _when(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_validity(cert: x509.Certificate, what: str, now: datetime) -> None:
