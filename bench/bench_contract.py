@@ -28,14 +28,14 @@ enclave policy listing reference values for all five platforms. Then, for
 - a baseline from the same run: 2N raw Ed25519 verifications (what full
   verification must do at least: N card self-signatures and N contract
   signatures), each over the contract's signing input (``PAE(payload_type,
-  JCS(signed))``, the canonical body plus a 58-byte prefix).
+  JCS(signed))``, the canonical body behind a short prefix).
 
 Best and median over the rounds are printed, with the file size (the
 ``indent=2`` JSON that ``nestor contract`` writes, and the canonical body),
 and the target "full verification of a 100-party contract under 1 s" with
 PASS or FAIL. ``--profile`` runs cProfile over one extra full verification
-and prints the top functions by internal time. See bench/README.md (or
-bench/README-contract.md).
+and prints the top functions by internal and cumulative time. ``--check``
+exits 1 when the target is missed. See bench/README.md.
 """
 
 from __future__ import annotations

@@ -124,6 +124,9 @@ class _PckExtension(Protocol):
     @property
     def sgx_type(self) -> int: ...
 
+    @property
+    def fmspc(self) -> bytes: ...
+
 
 class _ParsedQuote(Protocol):
     def cert_chain_pem_bytes(self) -> bytes | None: ...
@@ -479,12 +482,23 @@ def verify_quote(
     of about a month, and the caller states which instant it vouches for.
 
     Raises an :class:`~nestor.errors.AttestationError` subclass saying which
-    step failed: :class:`EvidenceFormatError` (not a usable quote),
-    :class:`EvidenceSignatureError` (quote, QE report or QE identity does not
-    verify), :class:`CertificateChainError` (PCK or collateral chain, pinned
-    root), :class:`CollateralError` (collateral malformed, for another
-    platform, or outside its validity window), :class:`TcbError` (no matching
-    TCB level, revoked TCB).
+    step failed, with dcap-qvl's reason in the message:
+
+    * :class:`EvidenceFormatError`: not a usable quote (truncated, trailing
+      data, unknown version, TEE or key type, QE vendor), or a debug /
+      non-production enclave or TD, which dcap-qvl refuses outright;
+    * :class:`EvidenceSignatureError`: the quote signature, the QE report
+      signature or its binding of the attestation key does not verify, or the
+      certifying enclave is not Intel's QE;
+    * :class:`CertificateChainError`: a PCK or collateral certificate chain
+      does not lead to the pinned root, or a certificate is malformed, revoked
+      or not valid at ``now``;
+    * :class:`CollateralError`: collateral malformed, unsigned, for another
+      TEE type or FMSPC, or (TCB info, QE identity, a CRL) outside its
+      validity window at ``now``;
+    * :class:`TcbError`: no TCB level matches the platform, or it is revoked.
+
+    A naive ``now`` is a programming error: ``ValueError``.
     """
     now_secs = _unix_seconds(now)
     quote = bytes(quote)
@@ -570,8 +584,6 @@ def _normalise(
         ((variant, body),) = verified["report"].items()
         fields = _flatten(body)
         parsed = _qvl.parse_quote(quote)
-        fmspc = parsed.fmspc().lower()
-        pck_ca = parsed.ca()
         extension = parsed.pck_extension()
         embedded = parsed.cert_chain_pem_bytes()
         report_data = bytes.fromhex(fields["report_data"])
@@ -585,13 +597,13 @@ def _normalise(
     pem = prepared.pck_chain_pem or (embedded.decode("latin-1") if embedded else None)
     if pem is None:
         raise CertificateChainError(f"{label} quote verified without a PCK certificate chain")
-    chain = _pck_chain_subjects(pem, prepared.root, label)
+    chain, pck_ca = _pck_chain(pem, prepared.root, label)
 
     claims: dict[str, Any] = {
         "quote_version": header.version,
         "tee_type": f"0x{header.tee_type:08x}",
         "report_body": variant,
-        "fmspc": fmspc,
+        "fmspc": extension.fmspc.hex() if extension is not None else None,
         "pck_ca": pck_ca,
         "qe_svn": header.qe_svn,
         "pce_svn": header.pce_svn,
@@ -684,8 +696,9 @@ def _status_of(value: object) -> str | None:
     return None
 
 
-def _pck_chain_subjects(pem: str, root: x509.Certificate, label: str) -> tuple[str, ...]:
-    """Subjects leaf first, ending with the pinned root's subject and fingerprint.
+def _pck_chain(pem: str, root: x509.Certificate, label: str) -> tuple[tuple[str, ...], str | None]:
+    """Subjects leaf first, ending with the pinned root's subject and fingerprint,
+    and the PCK CA (``processor`` or ``platform``) that issued the leaf.
 
     dcap-qvl has verified the path leaf → PCK CA → pinned root. The chain as
     embedded must say the same thing: each certificate issued by the next,
@@ -695,22 +708,31 @@ def _pck_chain_subjects(pem: str, root: x509.Certificate, label: str) -> tuple[s
     what = f"the {label} quote's PCK certificate chain"
     certs = _load_pem_chain(pem, what, CertificateChainError)
     try:
-        for child, parent in itertools.pairwise(certs):
-            if child.issuer != parent.subject:
+        names = [(cert.subject, cert.issuer) for cert in certs]
+        for (subject, issuer), (parent, _) in itertools.pairwise(names):
+            if issuer != parent:
                 raise CertificateChainError(
-                    f"{what} is not in leaf-to-root order: {_subject(child)!r} is not "
-                    f"issued by {_subject(parent)!r}"
+                    f"{what} is not in leaf-to-root order: {subject.rfc4514_string()!r} "
+                    f"is not issued by {parent.rfc4514_string()!r}"
                 )
-        if certs[-1].subject == certs[-1].issuer:
+        if names[-1][0] == names[-1][1]:
             _require_pinned_root(certs[-1], what)
-            certs = certs[:-1]
+            names = names[:-1]
+        if not names:
+            raise CertificateChainError(f"{what} has no PCK leaf")
+        subjects = [subject.rfc4514_string() for subject, _ in names]
+        # As dcap-qvl decides it: by the leaf issuer's name.
+        leaf_issuer = names[0][1].rfc4514_string()
     except (ValueError, TypeError) as exc:
         # cryptography parses names lazily: a corrupted certificate that loaded
         # may still fail here.
         raise CertificateChainError(f"{what} holds a malformed certificate: {exc}") from exc
-    if not certs:
-        raise CertificateChainError(f"{what} has no PCK leaf")
-    return (*(_subject(c) for c in certs), _subject(root), roots.INTEL_SGX_ROOT_CA)
+    pck_ca = None
+    if "Processor" in leaf_issuer:
+        pck_ca = "processor"
+    elif "Platform" in leaf_issuer:
+        pck_ca = "platform"
+    return (*subjects, _subject(root), roots.INTEL_SGX_ROOT_CA), pck_ca
 
 
 def _subject(cert: x509.Certificate) -> str:

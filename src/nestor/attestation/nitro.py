@@ -55,6 +55,8 @@ __all__ = ["verify_document"]
 COSE_ALG_ES384: Final = -35
 #: CBOR tag number of a tagged COSE_Sign1 (RFC 9052).
 COSE_SIGN1_TAG: Final = 18
+_TAG18: Final = 0xC0 | COSE_SIGN1_TAG  # 0xD2: the tag's one-byte CBOR head
+_ARRAY4: Final = 0x84  # the CBOR head of a 4-element array
 
 # Sizes from AWS's attestation document specification.
 MAX_PAYLOAD: Final = 16384
@@ -63,7 +65,9 @@ PCR_LENGTH: Final = 48  # digest "SHA384"
 MAX_PCR_INDEX: Final = 31
 MAX_PCRS: Final = 32
 MAX_CERT: Final = 1024
-MAX_USER_DATA: Final = 1024  # user_data and nonce (the CDDL's user_data = bytes .size (0..1024))
+# user_data and nonce: AWS's CDDL says ``bytes .size (0..1024)`` (its older prose
+# said 512); the real samples carry 1024 bytes, so 1024 it is.
+MAX_USER_DATA: Final = 1024
 MAX_PUBLIC_KEY: Final = 1024
 
 # A whole document is a payload plus a few hundred bytes of COSE framing;
@@ -123,7 +127,6 @@ class _Document:
     payload: bytes
     signature: bytes
     module_id: str
-    timestamp_ms: int
     timestamp: datetime
     digest: str
     pcrs: Mapping[int, bytes]
@@ -155,6 +158,8 @@ def verify_document(document: bytes, *, now: datetime | None = None) -> Attestat
     :class:`CertificateChainError` when the chain does not lead to the
     pinned AWS root or a certificate is not valid at the verification time,
     and :class:`EvidenceSignatureError` when the document signature fails.
+    A naive ``now`` raises :class:`ValueError`: that is a caller's bug, not
+    bad evidence. The result's ``verified_at`` is the time actually used.
     """
     if now is not None and now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
@@ -190,7 +195,7 @@ def _raw_cose(document: bytes) -> bytes:
                 "Nitro attestation document is neither binary COSE_Sign1 CBOR (first byte "
                 f"0x84 or 0xd2) nor base64 text: {exc}"
             ) from exc
-        if not raw or raw[0] not in (0x84, 0xD2):
+        if not raw or raw[0] not in (_ARRAY4, _TAG18):
             first = f"0x{raw[0]:02x}" if raw else "nothing"
             raise EvidenceFormatError(
                 "Nitro attestation document base64 does not decode to a COSE_Sign1 array "
@@ -245,7 +250,7 @@ def _short(exc: BaseException) -> str:
 
 def _parse(raw: bytes) -> _Document:
     """Decode the COSE_Sign1 structure and check the payload per AWS's rules."""
-    body = raw[1:] if raw[0] == 0xD2 else raw  # 0xD2 is tag 18 in its one-byte form
+    body = raw[1:] if raw[0] == _TAG18 else raw  # untagging; nested tags are refused
     cose = _decode(body, "COSE_Sign1")
     if not isinstance(cose, list) or len(cose) != 4:
         n = f"an array of {len(cose)}" if isinstance(cose, list) else type(cose).__name__
@@ -372,7 +377,6 @@ def _check_payload(fields: object, protected: bytes, payload: bytes, signature: 
         payload=payload,
         signature=signature,
         module_id=module_id,
-        timestamp_ms=timestamp_ms,
         timestamp=timestamp,
         digest=digest,
         pcrs=dict(sorted(pcrs.items())),
