@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import string
 import struct
 import threading
@@ -760,27 +761,43 @@ def test_cache_key_is_tee_ca_and_fmspc() -> None:
         intel.collateral_cache_key(b"\x00" * 10)
 
 
-UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, nothing is sent
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dcap-qvl's HTTP client honours proxy variables; these tests talk to 127.0.0.1 only."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
-def test_offline_cache_hit_returns_the_cached_bytes(tmp_path: Path) -> None:
+@pytest.fixture
+def unreachable() -> str:
+    """A URL on 127.0.0.1 where nothing listens: any fetch fails at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_offline_cache_hit_returns_the_cached_bytes(tmp_path: Path, unreachable: str) -> None:
     (tmp_path / "tdx-platform-b0c06f000000.json").write_bytes(TDX_COLLATERAL)
-    got = intel.get_collateral(TDX_QUOTE, pccs_url=UNREACHABLE, cache_dir=tmp_path, offline=True)
+    got = intel.get_collateral(TDX_QUOTE, pccs_url=unreachable, cache_dir=tmp_path, offline=True)
     assert got == TDX_COLLATERAL
     assert verify_tdx().tcb_status == intel.verify_quote(TDX_QUOTE, got, now=TDX_NOW).tcb_status
 
 
-def test_offline_cache_miss_names_the_fmspc(tmp_path: Path) -> None:
+def test_offline_cache_miss_names_the_fmspc(tmp_path: Path, unreachable: str) -> None:
     (tmp_path / "tdx-platform-b0c06f000000.json").write_bytes(TDX_COLLATERAL)
     with pytest.raises(
         CollateralError, match="offline: no cached collateral for FMSPC 00A067110000"
     ):
-        intel.get_collateral(SGX_QUOTE, pccs_url=UNREACHABLE, cache_dir=tmp_path, offline=True)
+        intel.get_collateral(SGX_QUOTE, pccs_url=unreachable, cache_dir=tmp_path, offline=True)
 
 
-def test_online_a_fresh_cache_entry_is_used_without_fetching(tmp_path: Path) -> None:
+def test_online_a_fresh_cache_entry_is_used_without_fetching(
+    tmp_path: Path, unreachable: str
+) -> None:
     (tmp_path / "sgx-processor-00a067110000.json").write_bytes(SGX_COLLATERAL)
-    source = intel.CollateralSource(pccs_url=UNREACHABLE, cache_dir=tmp_path)
+    source = intel.CollateralSource(pccs_url=unreachable, cache_dir=tmp_path)
     assert source.get(SGX_QUOTE, now=SGX_NOW) == SGX_COLLATERAL
     with pytest.raises(CollateralError, match="cannot fetch collateral for FMSPC 00A067110000"):
         source.get(SGX_QUOTE, now=SGX_NOW + 30 * DAY)  # stale: refetch, which fails here
@@ -840,10 +857,7 @@ class _Pcs:
 
 
 @pytest.fixture
-def pcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Pcs]:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+def pcs() -> Iterator[_Pcs]:
     server = _Pcs(TDX_COLLATERAL)
     thread = threading.Thread(
         target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

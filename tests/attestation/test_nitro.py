@@ -854,6 +854,10 @@ def test_random_bytes_after_a_cose_prefix_raise_only_attestation_errors(
         verify_document(prefix + data)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings(
+    "ignore::cryptography.utils.CryptographyDeprecationWarning"
+)
 @_FUZZ
 @given(st.data())
 def test_mutated_documents_raise_only_attestation_errors(
@@ -878,6 +882,10 @@ def test_mutated_documents_raise_only_attestation_errors(
         verify_document(document, now=INSIDE_WINDOW)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings(
+    "ignore::cryptography.utils.CryptographyDeprecationWarning"
+)
 @_FUZZ
 @given(st.data())
 def test_any_change_to_the_leaf_certificate_is_caught_before_the_signature(

@@ -403,7 +403,9 @@ def _prepare_bytes(data: bytes) -> _PreparedCollateral:
 
     try:
         native = _qvl.QuoteCollateralV3.from_json(data.decode())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except BaseException as exc:
+        if not _is_library_failure(exc):
+            raise
         raise CollateralError(f"dcap-qvl cannot read the collateral: {exc}") from exc
     return _PreparedCollateral(
         collateral=native,

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from nestor.crypto.merkle import tree_hash
+from nestor.crypto.merkle import TreeBuilder
 from nestor.errors import (
     ChunkError,
     CommitmentMismatchError,
@@ -340,17 +340,35 @@ def derive_file_keys(header: DatasetHeader, key: DataKey) -> FileKeys:
     return FileKeys(header, _aead_for(header.suite, _hkdf(key, header.salt, LABEL_CHUNK_KEY)))
 
 
+class CommitmentBuilder:
+    """Accumulates chunk tags in order and yields the file's commitment:
+    ``sha256:`` + hex of SHA-256(label || header || u64 chunk count ||
+    MTH(u64 index || tag, ...)). Constant memory, whatever the chunk count."""
+
+    __slots__ = ("_header", "_tree")
+
+    def __init__(self, header: DatasetHeader) -> None:
+        self._header = header
+        self._tree = TreeBuilder()
+
+    def add(self, tag: bytes) -> None:
+        self._tree.add(self._tree.count.to_bytes(8, "big") + tag)
+
+    def commitment(self) -> str:
+        if self._tree.count != self._header.chunk_count:
+            raise ValueError("one tag per chunk is needed")
+        h = hashlib.sha256(LABEL_COMMITMENT)
+        h.update(self._header.to_bytes())
+        h.update(self._tree.count.to_bytes(8, "big"))
+        h.update(self._tree.root())
+        return "sha256:" + h.hexdigest()
+
+
 def commitment_from_tags(header: DatasetHeader, tags: list[bytes]) -> str:
-    """The file's commitment: ``sha256:`` + hex of
-    SHA-256(label || header || u64 chunk count || MTH(u64 index || tag, ...))."""
-    if len(tags) != header.chunk_count:
-        raise ValueError("one tag per chunk is needed")
-    root = tree_hash([i.to_bytes(8, "big") + tag for i, tag in enumerate(tags)])
-    h = hashlib.sha256(LABEL_COMMITMENT)
-    h.update(header.to_bytes())
-    h.update(len(tags).to_bytes(8, "big"))
-    h.update(root)
-    return "sha256:" + h.hexdigest()
+    builder = CommitmentBuilder(header)
+    for tag in tags:
+        builder.add(tag)
+    return builder.commitment()
 
 
 @dataclass(frozen=True)
@@ -401,7 +419,7 @@ def encrypt_stream(
     plain = bytearray(chunk_size)
     sealed = bytearray(chunk_size + TAG_LENGTH)
     pv, sv = memoryview(plain), memoryview(sealed)
-    tags: list[bytes] = []
+    commitment = CommitmentBuilder(header)
     for index in range(header.chunk_count):
         want = header.chunk_plaintext_length(index)
         got = _read_exact(src, pv[:want])
@@ -412,7 +430,7 @@ def encrypt_stream(
                 hint="the input changed while it was being encrypted",
             )
         keys.seal_into(index, pv[:want], sv[: want + TAG_LENGTH])
-        tags.append(bytes(sv[want : want + TAG_LENGTH]))
+        commitment.add(bytes(sv[want : want + TAG_LENGTH]))
         _write_all(dst, sv[: want + TAG_LENGTH])
         if progress is not None:
             progress(want)
@@ -421,7 +439,7 @@ def encrypt_stream(
             f"the input is longer than the {plaintext_length} bytes announced",
             hint="the input changed while it was being encrypted",
         )
-    return DatasetSummary(header, commitment_from_tags(header, tags))
+    return DatasetSummary(header, commitment.commitment())
 
 
 def read_header(src: _Readable) -> DatasetHeader:
@@ -452,7 +470,7 @@ def decrypt_stream(
     stored = bytearray(header.chunk_size + TAG_LENGTH)
     plain = bytearray(header.chunk_size)
     sv, pv = memoryview(stored), memoryview(plain)
-    tags: list[bytes] = []
+    commitment = CommitmentBuilder(header)
     for index in range(header.chunk_count):
         want = header.chunk_length(index)
         got = _read_exact(src, sv[:want])
@@ -470,7 +488,7 @@ def decrypt_stream(
             keys.open_into(index, sv[:want], pv[: want - TAG_LENGTH])
         except InvalidTag:
             raise _diagnose(keys, index, bytes(sv[:want]), source_length) from None
-        tags.append(bytes(sv[want - TAG_LENGTH : want]))
+        commitment.add(bytes(sv[want - TAG_LENGTH : want]))
         _write_all(dst, pv[: want - TAG_LENGTH])
         if progress is not None:
             progress(want - TAG_LENGTH)
@@ -481,7 +499,7 @@ def decrypt_stream(
             hint=f"the header declares {header.chunk_count} chunks, "
             f"{header.file_length} bytes in all",
         )
-    summary = DatasetSummary(header, commitment_from_tags(header, tags))
+    summary = DatasetSummary(header, commitment.commitment())
     check_commitment(summary.commitment, expected_commitment)
     return summary
 
@@ -607,8 +625,8 @@ def commitment_of(src: _RandomAccess) -> DatasetSummary:
         raise (TruncatedError if size < header.file_length else TrailingDataError)(
             f"the file is {size} bytes but its header declares {header.file_length}"
         )
-    tags = []
+    commitment = CommitmentBuilder(header)
     for index in range(header.chunk_count):
         src.seek(header.chunk_offset(index) + header.chunk_length(index) - TAG_LENGTH)
-        tags.append(src.read(TAG_LENGTH))
-    return DatasetSummary(header, commitment_from_tags(header, tags))
+        commitment.add(src.read(TAG_LENGTH))
+    return DatasetSummary(header, commitment.commitment())

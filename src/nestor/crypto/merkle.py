@@ -87,3 +87,40 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
     if sn != 0:
         raise ValueError("inclusion proof is shorter than the tree is deep")
     return r
+
+
+class TreeBuilder:
+    """RFC 9162 Merkle Tree Hash computed incrementally, in O(log n) memory.
+
+    Leaves arrive one at a time. The builder keeps the roots of the complete
+    (power-of-two) subtrees seen so far, merging equal sizes as they form;
+    folding them from the right at the end gives exactly :func:`tree_hash`,
+    because RFC 9162 splits every list at the largest power of two below its
+    length. Datasets of any number of chunks commit in constant memory.
+    """
+
+    __slots__ = ("_count", "_stack")
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []
+        self._count = 0
+
+    def add(self, leaf: bytes) -> None:
+        size, digest = 1, leaf_hash(leaf)
+        while self._stack and self._stack[-1][0] == size:
+            left_size, left = self._stack.pop()
+            size, digest = left_size + size, node_hash(left, digest)
+        self._stack.append((size, digest))
+        self._count += 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return hashlib.sha256(b"").digest()
+        digest = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            digest = node_hash(left, digest)
+        return digest

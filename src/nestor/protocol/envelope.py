@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -62,12 +63,19 @@ class Envelope:
     signed: dict[str, Any]
     signatures: tuple[Signature, ...] = field(default=())
 
+    @cached_property
+    def canonical_signed(self) -> bytes:
+        """JCS(signed), computed once: a 100-party contract is verified with
+        one encoding, not one per signature. Envelopes are never mutated in
+        place (every change builds a new one), so the cache cannot go stale."""
+        return canonical.encode(self.signed)
+
     def signing_input(self) -> bytes:
-        return pae(self.payload_type, canonical.encode(self.signed))
+        return pae(self.payload_type, self.canonical_signed)
 
     def digest(self) -> str:
         """Digest of the signed content: ``sha256:`` + hex of SHA-256(JCS(signed))."""
-        return canonical.digest(self.signed)
+        return canonical.digest_bytes(self.canonical_signed)
 
     def signature_by(self, keyid: str) -> Signature | None:
         for s in self.signatures:
@@ -133,7 +141,9 @@ def sign_envelope(envelope: Envelope, private_key: Ed25519PrivateKey) -> Envelop
     sig = signing.sign(private_key, envelope.signing_input())
     others = tuple(s for s in envelope.signatures if s.keyid != keyid)
     mine = Signature(keyid, envelope.digest(), sig)
-    return Envelope(envelope.payload_type, envelope.signed, (*others, mine))
+    signed = Envelope(envelope.payload_type, envelope.signed, (*others, mine))
+    signed.__dict__["canonical_signed"] = envelope.canonical_signed  # same content
+    return signed
 
 
 def verify_envelope_signature(
@@ -146,7 +156,8 @@ def verify_envelope_signature(
         raise SignatureError(f"{what} carries no signature by key {keyid}")
     current = envelope.digest()
     if s.signed_digest != current:
-        # Diagnosis only: the verdict below would be the same.
+        # The signer's own record of what it signed disagrees with this
+        # content: refuse, and say why, instead of a bare "does not verify".
         raise SignatureError(
             f"the signature on {what} by key {keyid} was made over other content "
             f"({s.signed_digest}), not over this content ({current}): it was edited after "
