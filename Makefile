@@ -28,6 +28,8 @@ pytest:
 
 bench: setup
 	$(BIN)/python bench/bench_dataset.py
+	$(BIN)/python bench/bench_contract.py
+	$(BIN)/python bench/bench_attestation.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

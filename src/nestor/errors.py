@@ -184,6 +184,15 @@ class TcbError(AttestationError):
     """The platform's TCB is not supported (no matching TCB level) or revoked."""
 
 
+class NonceMismatchError(AttestationError):
+    """Authentic evidence made for another nonce: not fresh for this relying party."""
+
+
+class EvidenceBindingError(AttestationError):
+    """Unsigned parts of the evidence (e.g. Azure HCL runtime claims, PCR values)
+    do not match the digest a signed structure holds for them."""
+
+
 class AppraisalError(VerificationError):
     """Verified evidence does not satisfy the contract's enclave policy.
 

@@ -20,13 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nestor.attestation import azure_vtpm, roots
-from nestor.attestation.azure_vtpm import EvidenceBindingError, NonceMismatchError
 from nestor.attestation.result import Platform
 from nestor.errors import (
     AttestationError,
     CertificateChainError,
+    EvidenceBindingError,
     EvidenceFormatError,
     EvidenceSignatureError,
+    NonceMismatchError,
 )
 
 REPO = Path(__file__).resolve().parents[2]

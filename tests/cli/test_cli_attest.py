@@ -268,3 +268,19 @@ def test_garbage_evidence(tmp_path: Path) -> None:
     proc = run(tmp_path, "attest", "verify", "junk")
     assert proc.returncode == 1
     assert "cannot tell which TEE" in proc.stderr
+
+
+def test_enclave_evidence_then_verify(tmp_path: Path) -> None:
+    """The enclave side produces simulated evidence; a party verifies it."""
+    rd = "ab" * 64
+    made = run(
+        tmp_path, "enclave", "evidence", "--tee", "sim", "--report-data", rd, "--out", "ev.json"
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == "simulated"
+    checked = run(tmp_path, "attest", "verify", "ev.json", "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["result"]["report_data"] == rd
+    bad = run(tmp_path, "enclave", "evidence", "--tee", "tsm", "--report-data", rd, "--out", "x")
+    assert bad.returncode == 2
+    assert "configfs-tsm is not available" in bad.stderr

@@ -49,7 +49,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from nestor.attestation import sev_snp
 from nestor.attestation.result import AttestationResult, Platform
-from nestor.errors import AttestationError, EvidenceFormatError, EvidenceSignatureError
+from nestor.errors import (
+    EvidenceBindingError,
+    EvidenceFormatError,
+    EvidenceSignatureError,
+    NonceMismatchError,
+)
 
 MAX_EVIDENCE_SIZE: Final = 1 << 20
 
@@ -73,15 +78,6 @@ PCR_COUNT: Final = 24
 _MAX_TPM2B: Final = 66  # largest TPM2B here: TPM2B_NAME (hash alg + SHA-512 digest)
 _MAX_SELECTIONS: Final = 16
 _MAX_SELECT_BYTES: Final = 4
-
-
-class NonceMismatchError(AttestationError):
-    """The TPM quote is authentic but was made for another nonce (not fresh)."""
-
-
-class EvidenceBindingError(AttestationError):
-    """Unsigned evidence (the HCL variable data, the PCR values) does not match
-    the digest a signed structure (SNP report, TPM quote) holds for it."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from nestor import __version__
-from nestor.cli import attest, contract, data, demo, party
+from nestor.cli import attest, contract, data, demo, enclave, party
 from nestor.cli.console import err
 from nestor.errors import NestorError
 
@@ -31,6 +31,7 @@ app = typer.Typer(
 app.add_typer(party.app, name="party")
 app.add_typer(contract.app, name="contract")
 app.add_typer(attest.app, name="attest")
+app.add_typer(enclave.app, name="enclave")
 app.command(rich_help_panel="Attestation")(attest.measure)
 app.command(rich_help_panel="Datasets")(data.encrypt)
 app.command(rich_help_panel="Datasets")(data.decrypt)
