@@ -284,3 +284,27 @@ def test_enclave_evidence_then_verify(tmp_path: Path) -> None:
     bad = run(tmp_path, "enclave", "evidence", "--tee", "tsm", "--report-data", rd, "--out", "x")
     assert bad.returncode == 2
     assert "configfs-tsm is not available" in bad.stderr
+
+
+def test_offline_collateral_from_cache(tmp_path: Path) -> None:
+    """Offline verification uses only the collateral cache; a miss says so."""
+    args: list[str | Path] = [
+        "attest",
+        "verify",
+        SGX / "sgx_quote",
+        "--offline",
+        "--at",
+        "2025-07-01T00:00:00Z",
+        "--collateral-cache",
+        tmp_path / "cache",
+    ]
+    miss = run(tmp_path, *args)
+    assert miss.returncode == 1
+    assert "offline: no cached collateral for FMSPC 00A067110000" in miss.stderr
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "sgx-processor-00a067110000.json").write_bytes(
+        (SGX / "sgx_quote_collateral.json").read_bytes()
+    )
+    hit = run(tmp_path, *args)
+    assert hit.returncode == 0, hit.stderr
+    assert "platform      sgx" in hit.stdout

@@ -18,7 +18,12 @@ from nestor.client import contracts
 from nestor.errors import AppraisalError, ConfigurationError, NestorError
 from nestor.protocol.contract import parse_time
 from nestor.simtee.measure import measure_enclave
-from nestor.simtee.vendor import load_or_create_vendor_key, load_vendor_public_key, vendor_dir
+from nestor.simtee.vendor import (
+    config_dir,
+    load_or_create_vendor_key,
+    load_vendor_public_key,
+    vendor_dir,
+)
 
 app = typer.Typer(
     help="Verify TEE evidence (SGX, TDX, SEV-SNP, Nitro, Azure vTPM, simulated) and "
@@ -60,6 +65,16 @@ def verify(
         str | None, typer.Option(help="Expected report data (hex) for the binding check.")
     ] = None,
     nonce: Annotated[str | None, typer.Option(help="Azure vTPM: the expected nonce (hex).")] = None,
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(
+            help="SGX/TDX without --collateral: fetch it from this PCCS or Intel PCS URL."
+        ),
+    ] = None,
+    collateral_cache: Annotated[
+        Path | None, typer.Option(help="Cache directory for fetched collateral.")
+    ] = None,
+    offline: Annotated[bool, typer.Option(help="Use only cached collateral; never fetch.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Verify evidence against the vendor's pinned roots and collateral at a
@@ -79,11 +94,22 @@ def verify(
     # Without a simulated vendor on this installation, simulated evidence cannot verify.
     with contextlib.suppress(NestorError):
         vendor_keys.append(load_vendor_public_key())
+    raw = evidence.read_bytes()
+    collateral_bytes = collateral.read_bytes() if collateral else None
+    if collateral_bytes is None and (pccs_url or offline):
+        from nestor.attestation import intel
+
+        collateral_bytes = intel.get_collateral(
+            raw,
+            pccs_url=pccs_url or intel.INTEL_PCS_URL,
+            cache_dir=collateral_cache or config_dir() / "collateral-cache",
+            offline=offline,
+        )
     result = verify_evidence(
-        evidence.read_bytes(),
+        raw,
         now=now,
         platform=plat,
-        collateral=collateral.read_bytes() if collateral else None,
+        collateral=collateral_bytes,
         nonce=_hex(nonce, "--nonce"),
         simulated_vendor_keys=vendor_keys,
     )
