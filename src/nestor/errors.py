@@ -57,6 +57,10 @@ class EnvelopeError(ProtocolError):
     """A signed envelope is malformed (not a signature failure: see SignatureError)."""
 
 
+class MessageError(ProtocolError):
+    """A pipeline message (grant, job request, result, receipt, log entry) is malformed."""
+
+
 class PartyCardError(ProtocolError):
     """A party card is malformed or inconsistent."""
 
