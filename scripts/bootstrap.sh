@@ -16,6 +16,8 @@ need_apt=()
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need_apt+=(python3-venv)
 fi
+# bubblewrap sandboxes enclave programs (no network, read-only filesystem).
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing Debian packages: ${need_apt[*]}"
@@ -24,7 +26,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
     log "missing Debian packages: ${need_apt[*]} (run as root, or install them first)"
-    exit 1
+    [[ " ${need_apt[*]} " == *" python3-venv "* ]] && exit 1
   fi
 fi
 
