@@ -748,3 +748,10 @@ def commitment_hex(commitment: str) -> str:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def blob_name(dataset: str, commitment: str) -> str:
+    """Where a dataset's ciphertext lives on the host: the dataset id and the
+    first 16 hex digits of its commitment. The name is only a locator: the
+    enclave checks the full commitment of whatever it fetches."""
+    return f"{dataset}-{commitment.removeprefix('sha256:')[:16]}"

@@ -1,0 +1,64 @@
+"""The enclave's outbound connection to the untrusted host (docs/host-api.md).
+
+The enclave only ever calls out; the host never calls in. Everything read
+from here is untrusted until a verifier in ``nestor.protocol`` says
+otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nestor.errors import NestorError
+
+
+class HostLinkError(NestorError):
+    """The host did not answer, or answered with an error."""
+
+
+class HostLink:
+    def __init__(self, base_url: str, *, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise HostLinkError(f"host {self.base_url} unreachable: {exc}") from exc
+        if r.status_code >= 400:
+            raise HostLinkError(f"host {method} {path} answered {r.status_code}: {r.text[:300]}")
+        return r
+
+    def post(self, path: str, body: object) -> Any:
+        r = self._call("POST", path, json=body)
+        return r.json() if r.content else None
+
+    def get(self, path: str, **params: str) -> Any:
+        return self._call("GET", path, params=params).json()
+
+    def lease_job(self, worker: str, lease_seconds: int) -> dict[str, Any] | None:
+        r = self._call(
+            "POST", "/v1/jobs/lease", json={"worker": worker, "lease_seconds": lease_seconds}
+        )
+        if r.status_code == 204 or not r.content:
+            return None
+        body: dict[str, Any] = r.json()
+        return body
+
+    def download_blob(self, name: str, dest: Path) -> None:
+        try:
+            with self._http.stream("GET", f"/v1/blobs/{name}") as r:
+                if r.status_code >= 400:
+                    raise HostLinkError(f"host has no blob {name!r} ({r.status_code})")
+                with dest.open("wb") as f:
+                    for block in r.iter_bytes(1 << 20):
+                        f.write(block)
+        except httpx.HTTPError as exc:
+            raise HostLinkError(f"downloading blob {name!r} failed: {exc}") from exc
