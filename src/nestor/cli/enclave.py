@@ -10,6 +10,8 @@ import typer
 from nestor.cli.console import err, out
 from nestor.enclave.tee import select_producer
 from nestor.errors import ConfigurationError
+from nestor.protocol import canonical
+from nestor.protocol.contract import parse_contract
 
 app = typer.Typer(help="Commands that run inside the enclave.", no_args_is_help=True)
 
@@ -21,6 +23,52 @@ Tee = Annotated[
         "sim, tsm (TDX/SEV-SNP guests) or gramine (SGX).",
     ),
 ]
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="The host's URL; the enclave only calls out to it.")],
+    contract: Annotated[Path, typer.Option(help="The signed contract this enclave serves.")],
+    programs: Annotated[
+        Path,
+        typer.Option(help="Directory of program bundles, one sub-directory per program id."),
+    ] = Path("examples"),
+    tee: Tee = "sim",
+    poll_interval: Annotated[float, typer.Option(help="Seconds between queue polls.")] = 0.2,
+    time_limit: Annotated[int, typer.Option(help="Wall-clock seconds per program run.")] = 600,
+    memory_limit_mb: Annotated[int, typer.Option(help="Address-space limit per program.")] = 8192,
+) -> None:
+    """Run the enclave: check the contract, attest, announce, then serve jobs.
+
+    Fresh keys are made at every start and live only in this process's
+    memory; after a restart the parties verify the new evidence and grant
+    their keys again.
+    """
+    import logging
+    import signal
+
+    from nestor.enclave.host_link import HostLink
+    from nestor.enclave.runner import make_runner
+    from nestor.enclave.service import EnclaveService
+
+    logging.basicConfig(level=logging.INFO, format="enclave: %(message)s")
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    service = EnclaveService(
+        host=HostLink(host),
+        contract=parse_contract(canonical.decode(contract.read_bytes())),
+        producer=select_producer(tee),
+        programs_dir=programs,
+        runner=make_runner(time_limit=time_limit, memory_limit_mb=memory_limit_mb),
+    )
+    service.start()
+    out.print(f"enclave {service.keys.keyid} serving contract {service.contract.digest}")
+    service.run_forever(poll_interval=poll_interval, stop=lambda: stopping)
 
 
 @app.command()

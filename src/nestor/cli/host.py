@@ -2,8 +2,203 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from nestor.errors import NestorError
 
 app = typer.Typer(
     help="Run the untrusted host: HTTP API, store, queue, dispatcher.", no_args_is_help=True
 )
+
+
+class ServeError(NestorError):
+    """The host cannot start: it cannot listen where it was asked to, or the
+    data directory is unusable."""
+
+    exit_code = 2
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a host and a port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ServeError(f"--listen {text!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8000")
+    return host.removeprefix("[").removesuffix("]"), int(port_text)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _local_url(host: str, port: int) -> str:
+    """Where processes on this machine reach the server (not a wildcard address)."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 - mapping the wildcard, not binding it
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return _url(host, port)
+
+
+def _log_config(level: str, access_log: bool) -> dict[str, Any]:
+    """Everything to stderr: stdout carries only the `listening on` line."""
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "default": {
+                "()": "uvicorn.logging.DefaultFormatter",
+                "fmt": "%(levelprefix)s %(message)s",
+                "use_colors": None,
+            },
+            "access": {
+                "()": "uvicorn.logging.AccessFormatter",
+                "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+            },
+            "plain": {"format": "host: %(message)s"},
+        },
+        "handlers": {
+            "default": {**handler, "formatter": "default"},
+            "access": {**handler, "formatter": "access"},
+            "plain": {**handler, "formatter": "plain"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {
+                "handlers": ["access"],
+                "level": level.upper() if access_log else "WARNING",
+                "propagate": False,
+            },
+            "nestor": {"handlers": ["plain"], "level": level.upper(), "propagate": False},
+        },
+    }
+
+
+@app.command()
+def serve(
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            file_okay=False,
+            help="Directory for the database (host.db, unless --database) and the blobs.",
+        ),
+    ],
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL: sqlite:///PATH (default DATA_DIR/host.db) or "
+            "postgresql+psycopg://USER@HOST:PORT/DB."
+        ),
+    ] = None,
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to listen on; port 0 picks a free port.")
+    ] = "127.0.0.1:8000",
+    enclave_contract: Annotated[
+        Path | None,
+        typer.Option(
+            "--enclave-contract",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Start an enclave for this signed contract on this machine, pointed at "
+            "this host, and keep it running.",
+        ),
+    ] = None,
+    tee: Annotated[str, typer.Option(help="The enclave's TEE: sim, tsm, gramine or auto.")] = "sim",
+    max_blob_size: Annotated[int, typer.Option(help="Largest blob accepted, in bytes.", min=0)] = 64
+    * 1024**3,
+    max_json_size: Annotated[
+        int, typer.Option(help="Largest JSON request body accepted, in bytes.", min=1)
+    ] = 16 * 1024 * 1024,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info, warning or error (logs go to stderr).")
+    ] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    enclave_command: Annotated[
+        str | None,
+        typer.Option(
+            hidden=True,
+            help="Enclave command template (shell words; {host}, {contract}, {tee}).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the host API until SIGTERM or Ctrl-C.
+
+    The first line on stdout is `listening on http://HOST:PORT` (the real
+    port when --listen asks for port 0). SIGTERM shuts down gracefully and
+    stops the enclave processes this host started.
+    """
+    import uvicorn
+
+    from nestor.host.app import create_app
+    from nestor.host.blobs import BlobStore
+    from nestor.host.dispatcher import DEFAULT_COMMAND, LocalDispatcher
+    from nestor.host.store import Store, default_sqlite_url
+
+    host, port = parse_listen(listen)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServeError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
+    data_dir = data_dir.resolve()
+    store = Store(database or default_sqlite_url(str(data_dir)))
+    blobs = BlobStore(data_dir / "blobs", max_size=max_blob_size)
+    sock = bind_socket(host, port)
+    port = sock.getsockname()[1]
+
+    dispatcher = None
+    if enclave_contract is not None:
+        dispatcher = LocalDispatcher(
+            _local_url(host, port),
+            command=shlex.split(enclave_command) if enclave_command else DEFAULT_COMMAND,
+        )
+        dispatcher.add(enclave_contract.resolve(), tee=tee)
+
+    config = uvicorn.Config(
+        create_app(store, blobs, dispatcher=dispatcher, max_json_bytes=max_json_size),
+        log_config=_log_config(log_level, access_log),
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+
+    def _sigterm(*_: object) -> None:
+        # uvicorn handles SIGTERM while it runs, and re-raises it here once it
+        # has shut down: a graceful shutdown ends with status 0. A SIGTERM
+        # before uvicorn took over just ends the process.
+        if not server.should_exit:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    typer.echo(f"listening on {_url(host, port)}")
+    sys.stdout.flush()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        store.close()
+    if not server.started:
+        raise ServeError("the host did not start (see the log above)")
