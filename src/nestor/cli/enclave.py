@@ -25,14 +25,27 @@ Tee = Annotated[
 ]
 
 
+def default_programs_dir() -> Path:
+    import os
+
+    explicit = os.environ.get("NESTOR_PROGRAMS_DIR")
+    if explicit:
+        return Path(explicit)
+    beside = Path(__file__).resolve().parents[3] / "examples"
+    return beside if beside.is_dir() else Path("examples")
+
+
 @app.command()
 def run(
     host: Annotated[str, typer.Option(help="The host's URL; the enclave only calls out to it.")],
     contract: Annotated[Path, typer.Option(help="The signed contract this enclave serves.")],
     programs: Annotated[
-        Path,
-        typer.Option(help="Directory of program bundles, one sub-directory per program id."),
-    ] = Path("examples"),
+        Path | None,
+        typer.Option(
+            help="Directory of program bundles, one sub-directory per program id "
+            "(default: $NESTOR_PROGRAMS_DIR, else the examples/ beside this source tree)."
+        ),
+    ] = None,
     tee: Tee = "sim",
     poll_interval: Annotated[float, typer.Option(help="Seconds between queue polls.")] = 0.2,
     time_limit: Annotated[int, typer.Option(help="Wall-clock seconds per program run.")] = 600,
@@ -63,7 +76,7 @@ def run(
         host=HostLink(host),
         contract=parse_contract(canonical.decode(contract.read_bytes())),
         producer=select_producer(tee),
-        programs_dir=programs,
+        programs_dir=programs or default_programs_dir(),
         runner=make_runner(time_limit=time_limit, memory_limit_mb=memory_limit_mb),
     )
     service.start()

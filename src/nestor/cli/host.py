@@ -36,7 +36,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port``; port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose
+    # proto says TCP; with proto 0, Nagle plus delayed ACKs add 40 ms to
+    # every keep-alive request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -158,6 +161,8 @@ def serve(
     from nestor.host.dispatcher import DEFAULT_COMMAND, LocalDispatcher
     from nestor.host.store import Store, default_sqlite_url
 
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ServeError(f"--log-level {log_level!r}: use debug, info, warning or error")
     host, port = parse_listen(listen)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

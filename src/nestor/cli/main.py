@@ -41,6 +41,7 @@ app.command(rich_help_panel="Attestation")(attest.measure)
 app.command(rich_help_panel="Datasets")(data.encrypt)
 app.command(rich_help_panel="Datasets")(data.decrypt)
 app.command(rich_help_panel="Datasets")(data.inspect)
+app.command(rich_help_panel="Pipeline")(pipeline.upload)
 app.command(rich_help_panel="Try it")(demo.demo)
 
 

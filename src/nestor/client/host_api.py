@@ -481,7 +481,9 @@ class HostClient:
         body = self._json("GET", path)
         status = str(self._field(body, "status", str, url))
         if status not in JOB_STATES:
-            raise HostProtocolError(f"the host reports unknown job status {_clean(status)!r}", url=url)
+            raise HostProtocolError(
+                f"the host reports unknown job status {_clean(status)!r}", url=url
+            )
         error = body.get("error")
         if error is not None and not isinstance(error, str):
             raise HostProtocolError(f"the job's error from {url} is not text", url=url)

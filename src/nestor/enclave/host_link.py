@@ -49,8 +49,8 @@ class HostLink:
         )
         if r.status_code == 204 or not r.content:
             return None
-        body: dict[str, Any] = r.json()
-        return body
+        leased: dict[str, Any] = r.json()
+        return leased
 
     def download_blob(self, name: str, dest: Path) -> None:
         try:

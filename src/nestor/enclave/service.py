@@ -220,7 +220,7 @@ class EnclaveService:
     def poll_once(self, *, worker: str = "enclave") -> bool:
         """Take one job if there is one. Returns whether a job was handled."""
         self.sync_grants()
-        leased = self.host.lease_job(worker, 600)
+        leased = self.host.lease_job(worker, 600, contract=self.contract.digest)
         if leased is None:
             return False
         job_id = str(leased.get("job_id"))
@@ -229,10 +229,15 @@ class EnclaveService:
         except NestorError as exc:
             message = exc.message
             self.audit.append("job-failed", {"job_id": job_id, "reason": message})
-            self.host.post(f"/v1/jobs/{job_id}/complete", {"status": "failed", "error": message})
+            self.host.post(
+                f"/v1/jobs/{job_id}/complete",
+                {"status": "failed", "error": message, "worker": worker},
+            )
             log.warning("job %s failed: %s", job_id, message)
         else:
-            self.host.post(f"/v1/jobs/{job_id}/complete", {"status": "done", "error": None})
+            self.host.post(
+                f"/v1/jobs/{job_id}/complete", {"status": "done", "error": None, "worker": worker}
+            )
         return True
 
     def run_forever(

@@ -80,6 +80,7 @@ class _Managed:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     starts: int = 0
+    attempts: int = 0  # starts tried, including those that failed to exec
     backoff: float = 0.0
     next_start: float | None = 0.0  # monotonic time of the next start; None: never
     last_returncode: int | None = None
@@ -179,7 +180,7 @@ class LocalDispatcher:
 
     def start_all(self, *, wait: float = 10.0) -> None:
         """Start the supervisor thread, which starts every registered enclave.
-        Returns once each has been started (or ``wait`` seconds passed)."""
+        Returns once each start has been tried (or ``wait`` seconds passed)."""
         with self._lock:
             if self._thread is not None:
                 return
@@ -194,7 +195,7 @@ class LocalDispatcher:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with self._lock:
-                if all(m.starts > 0 or m.next_start is None for m in self._managed):
+                if all(m.attempts > 0 or m.next_start is None for m in self._managed):
                     return
             time.sleep(0.01)
 
@@ -275,6 +276,7 @@ class LocalDispatcher:
 
     def _launch(self, m: _Managed) -> None:
         argv = self.command_for(m.spec)
+        m.attempts += 1
         if self.die_with_host:
             argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv]
         out = m.log_file.open("ab") if m.log_file is not None else None

@@ -288,19 +288,18 @@ class Store:
             )
         self.url = url
         self._clock = clock
+        hint = "use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
         try:
-            shown = make_url(url).render_as_string(hide_password=True)
+            parsed = make_url(url)
+            shown = parsed.render_as_string(hide_password=True)
+            if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+                raise StoreConfigurationError(
+                    f"unsupported database {parsed.get_backend_name()!r}", hint=hint
+                )
             self._engine: Engine = self._make_engine(url, echo=echo)
-        except SQLAlchemyError as exc:
-            raise StoreConfigurationError(
-                "the database URL is not usable",
-                hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB",
-            ) from exc
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreConfigurationError("the database URL is not usable", hint=hint) from exc
         self.dialect: str = self._engine.dialect.name
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise StoreConfigurationError(
-                f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql+psycopg://"
-            )
         try:
             Base.metadata.create_all(self._engine)
         except SQLAlchemyError as exc:
@@ -590,7 +589,9 @@ class Store:
             raise BadRequestError("status must be done or failed")
         now = self.now()
         with self._write() as s:
-            row = s.scalars(select(JobRow).where(JobRow.job_id == job_id)).first()
+            # FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE already
+            # serialises): a lease cannot change hands between check and update.
+            row = s.scalars(select(JobRow).where(JobRow.job_id == job_id).with_for_update()).first()
             if row is None:
                 raise NotFoundError(f"no job {job_id}")
             if row.status in (JobStatus.DONE.value, JobStatus.FAILED.value):

@@ -1,0 +1,1 @@
+"""Pooled descriptive statistics by group, with small groups suppressed."""

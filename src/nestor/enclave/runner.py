@@ -1,0 +1,37 @@
+"""Runs a job's program in the sandbox (``nestor.enclave.sandbox``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nestor.enclave.sandbox import InputFile, Limits, ProgramSpec, run_program
+from nestor.enclave.service import ProgramRunner
+
+
+def make_runner(*, time_limit: int = 600, memory_limit_mb: int = 8192) -> ProgramRunner:
+    limits = Limits(wall_time_s=float(time_limit), memory_mb=memory_limit_mb)
+
+    def run(
+        *,
+        bundle: Path,
+        entry_point: str,
+        inputs: Mapping[str, tuple[Path, str]],
+        parameters: Mapping[str, Any],
+        context: Mapping[str, Any],
+        out_dir: Path,
+    ) -> dict[str, Path]:
+        spec = ProgramSpec(
+            program=bundle.name,
+            bundle=bundle,
+            entry_point=entry_point,
+            inputs={ds: InputFile(path, fmt) for ds, (path, fmt) in inputs.items()},
+            output_dir=out_dir,
+            parameters=dict(parameters),
+            min_group_size=int(context.get("min_group_size", 1)),
+            owners=dict(context.get("owners", {})),
+        )
+        return run_program(spec, limits=limits).paths
+
+    return run
