@@ -128,7 +128,7 @@ def read_table(result: SandboxResult, name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def read_meta(result: SandboxResult) -> dict[str, object]:
+def read_meta(result: SandboxResult) -> dict[str, canonical.JsonValue]:
     value = canonical.decode(result.outputs["meta"].path.read_bytes())
     assert isinstance(value, dict)
     return value
@@ -232,7 +232,8 @@ def test_per_owner_counts_are_suppressed_per_cell_and_carry_the_owner(tmp_path: 
     assert read_meta(result)["suppressed_owner_cells"] == len(cells) - len(kept)
     # The enclave's view: own keeps the rows whose _owner is the recipient.
     lake = [r for r in table if r["_owner"] == OWNERS["visits-lake"]]
-    assert lake and all(int(r["count"]) >= K for r in lake)
+    assert lake
+    assert all(int(r["count"]) >= K for r in lake)
 
 
 def test_parameters_choose_the_columns(tmp_path: Path) -> None:
@@ -259,9 +260,7 @@ def test_parquet_and_csv_inputs_pool_together(tmp_path: Path) -> None:
     files["visits-river"] = InputFile(parquet, "parquet")
     mixed = run(tmp_path / "mixed", files=files)
     plain = run(tmp_path / "plain", datasets)
-    assert (
-        mixed.outputs["summary"].path.read_bytes() == plain.outputs["summary"].path.read_bytes()
-    )
+    assert mixed.outputs["summary"].path.read_bytes() == plain.outputs["summary"].path.read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -297,7 +296,9 @@ def test_input_validation_names_the_dataset_and_the_column(
         gone = {"drop-ward": "ward", "drop-stay": "length_of_stay_days", "drop-rate": "readmitted"}
         write_csv(path, river, [c for c in columns if c != gone[change]])
     elif change == "text-stay":
-        write_csv(path, [{**r, "length_of_stay_days": f"{r['length_of_stay_days']}d"} for r in river])
+        write_csv(
+            path, [{**r, "length_of_stay_days": f"{r['length_of_stay_days']}d"} for r in river]
+        )
     elif change == "empty":
         write_csv(path, [])
     else:
@@ -309,7 +310,7 @@ def test_input_validation_names_the_dataset_and_the_column(
     assert err.kind == "program-error"
     assert err.message.startswith("the program 'pooled-stats' failed: InputError: ")
     assert expected in err.message
-    assert err.where is not None and err.where.startswith("pooled_stats/main.py:")
+    assert str(err.where).startswith("pooled_stats/main.py:")
     # Messages name datasets and columns, never values.
     assert "P02" not in err.message
 
@@ -319,7 +320,8 @@ def test_the_sandboxed_run_gives_the_same_outputs(tmp_path: Path) -> None:
     datasets = dataset_rows()
     direct = run(tmp_path / "direct", datasets)
     boxed = run(tmp_path / "boxed", datasets, sandboxed=True)
-    assert boxed.sandboxed and not direct.sandboxed
+    assert boxed.sandboxed
+    assert not direct.sandboxed
     assert set(boxed.outputs) == {"summary", "per_owner", "meta"}
     for name in boxed.outputs:
         assert boxed.outputs[name].path.read_bytes() == direct.outputs[name].path.read_bytes()

@@ -77,7 +77,7 @@ def failure(tmp_path: Path, source: str, limits: Limits = FAST) -> ProgramError:
     return info.value
 
 
-def meta(result: SandboxResult) -> dict[str, object]:
+def meta(result: SandboxResult) -> dict[str, canonical.JsonValue]:
     value = canonical.decode(result.outputs["meta"].path.read_bytes())
     assert isinstance(value, dict)
     return value
@@ -87,7 +87,7 @@ def meta(result: SandboxResult) -> dict[str, object]:
 def visible_dir() -> Iterator[Path]:
     """A directory outside /tmp, /run and /dev (which the sandbox replaces with
     empty private mounts), so that only hide_paths can hide it."""
-    base = Path("/var/tmp")  # noqa: S108
+    base = Path("/var/tmp")
     d = Path(tempfile.mkdtemp(prefix="nestor-test-", dir=base if base.is_dir() else None))
     try:
         yield d
@@ -168,14 +168,18 @@ def test_the_sandbox_has_no_capabilities_no_host_environment_and_private_dirs(
     )
     seen = meta(result)
     assert seen["cap"] == "0000000000000000"
-    assert "NESTOR_SECRET_PROBE" not in seen["env"]  # type: ignore[operator]
-    assert set(seen["env"]) <= {  # type: ignore[arg-type]
+    env = seen["env"]
+    assert isinstance(env, list)
+    assert "NESTOR_SECRET_PROBE" not in env
+    assert set(env) <= {
         *sandbox._sandbox_env(FAST),
         "LC_CTYPE",  # Python's C-locale coercion may add it
         "PWD",  # bubblewrap sets it with --chdir
     }
     assert seen["run"] == []
-    assert seen["pid"] != os.getpid() and isinstance(seen["pid"], int) and seen["pid"] < 10
+    pid = seen["pid"]
+    assert isinstance(pid, int)
+    assert pid < 10  # a fresh pid namespace
     assert not marker.exists()
 
 
@@ -208,8 +212,8 @@ def test_a_program_cannot_open_a_network_connection(tmp_path: Path, address: str
     assert err.kind == "program-error"
     assert err.message.startswith("the program 'probe' failed: ")
     assert "Network is unreachable" in err.message or "Connection refused" in err.message
-    assert err.hint is not None and "no network" in err.hint
-    assert err.where is not None and "probe/main.py:5 in run" in err.where
+    assert "no network" in str(err.hint)
+    assert "probe/main.py:5 in run" in str(err.where)
 
 
 @needs_bwrap
@@ -242,7 +246,8 @@ def test_the_seccomp_filter_is_well_formed() -> None:
     prog = seccomp_filter()
     if prog is None:
         pytest.skip("no seccomp filter for this architecture")
-    assert len(prog) % 8 == 0 and 8 < len(prog) <= 8 * 64
+    assert len(prog) % 8 == 0
+    assert 8 < len(prog) <= 8 * 64
 
 
 # -- no writes outside the output directory ------------------------------------------------
@@ -254,9 +259,7 @@ def test_the_seccomp_filter_is_well_formed() -> None:
     [REPO / "sandbox-escape-probe", Path("/etc/nestor-escape-probe"), Path.home() / "escape"],
     ids=["repository", "etc", "home"],
 )
-def test_a_program_cannot_write_outside_its_output_directory(
-    tmp_path: Path, target: Path
-) -> None:
+def test_a_program_cannot_write_outside_its_output_directory(tmp_path: Path, target: Path) -> None:
     err = failure(
         tmp_path,
         f"""
@@ -269,7 +272,7 @@ def test_a_program_cannot_write_outside_its_output_directory(
     assert not target.exists()
     assert err.kind == "program-error"
     assert "Read-only file system" in err.message
-    assert err.hint is not None and "output directory" in err.hint
+    assert "output directory" in str(err.hint)
 
 
 @needs_bwrap
@@ -365,23 +368,21 @@ def test_the_cpu_limit_stops_a_busy_program(tmp_path: Path) -> None:
 
 @needs_bwrap
 def test_the_memory_limit_stops_a_2_gb_allocation(tmp_path: Path) -> None:
-    data = tmp_path / "d.csv"
-    data.write_text("ward,days\na,1\n")
-    spec = make_spec(
+    # No inputs, so pandas is not loaded: pandas and Arrow alone reserve about
+    # 250-450 MB of address space, which would make a 256 MB limit flaky.
+    err = failure(
         tmp_path,
         """
         def run(inputs, parameters, context):
-            assert len(inputs["d"]) == 1  # pandas loaded fine under the limit
             block = bytearray(2 * 1024**3)
             return {"meta": {"n": len(block)}}
         """,
-        inputs={"d": InputFile(data)},
+        Limits(wall_time_s=20, memory_mb=256),
     )
-    with pytest.raises(ProgramError) as info:
-        run_program(spec, limits=Limits(wall_time_s=20, memory_mb=256))
-    assert info.value.kind == "memory-limit"
-    assert info.value.message.startswith("the program 'probe' exceeded its 256 MB memory limit")
-    assert "probe/main.py:4 in run" in info.value.message
+    assert err.kind == "memory-limit"
+    assert err.message == (
+        "the program 'probe' exceeded its 256 MB memory limit (at probe/main.py:3 in run)"
+    )
 
 
 @needs_bwrap
@@ -431,7 +432,9 @@ def test_the_process_limit_stops_a_fork_bomb(tmp_path: Path) -> None:
         pytest.skip(result_or_error.process_limit)
     seen = meta(result_or_error)
     assert seen["error"] == "BlockingIOError"
-    assert isinstance(seen["forked"], int) and seen["forked"] < 16
+    forked = seen["forked"]
+    assert isinstance(forked, int)
+    assert forked < 16
 
 
 # -- failures of the program itself ---------------------------------------------------------------
@@ -464,15 +467,15 @@ def test_an_exception_in_the_program_is_reported_with_its_message(tmp_path: Path
     [
         ("[1, 2]", "returned a list, not a dict of name → DataFrame or dict"),
         ('{"Bad Name": {}}', "output names must match [a-z0-9_-]+"),
-        ('{"x": "text"}', "output 'x' is a str; outputs must be DataFrames or dicts"),
-        ('{"x": {"mean": 1.5}}', "output 'x' holds a float at $.mean; canonical JSON has no floats"),
-        ('{"x": {"a": {1: 2}}}', "output 'x' has a non-string key at $.a"),
-        ("{'x': __import__('pandas').Series([1])}", "output 'x' is a Series"),
+        ('{"x": "text"}', "bad output 'x': it is a str; outputs must be DataFrames or dicts"),
+        ('{"x": {"mean": 1.5}}', "bad output 'x': it holds a float at $.mean; canonical JSON has"),
+        ('{"x": {"a": {1: 2}}}', "bad output 'x': it has a non-string key at $.a"),
+        ("{'x': __import__('pandas').Series([1])}", "bad output 'x': it is a Series"),
         (
             "{'x': __import__('pandas').DataFrame([[1, 2]], columns=['a', 'a'])}",
-            "output 'x' has two columns with the same name",
+            "bad output 'x': it has two columns with the same name",
         ),
-        ("None", "returned a NoneType"),
+        ("None", "the program 'probe' returned a NoneType"),
     ],
     ids=["list", "bad-name", "string", "float", "int-key", "series", "dup-columns", "none"],
 )
@@ -559,5 +562,6 @@ def test_the_output_directory_must_be_empty(tmp_path: Path) -> None:
 def test_insecure_mode_runs_the_same_host_without_the_sandbox(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, "def run(inputs, parameters, context):\n    return {'meta': {}}\n")
     insecure = run_program(spec, limits=FAST, insecure_no_sandbox=True)
-    assert not insecure.sandboxed and insecure.network == "host (insecure)"
+    assert not insecure.sandboxed
+    assert insecure.network == "host (insecure)"
     assert json.loads(insecure.outputs["meta"].path.read_text()) == {}

@@ -127,7 +127,7 @@ def run(
         "min_group_size": k,
         "rows": rows,
         "rows_without_group": int(len(pooled) - len(grouped_rows)),
-        "groups": int(len(kept)),
+        "groups": len(kept),
         "suppressed_groups": int(len(summary) - len(kept)),
         "suppressed_owner_cells": int(len(cells) - len(kept_cells)),
     }

@@ -1,17 +1,26 @@
-"""`nestor demo`: a narrated collaboration on this machine.
+"""`nestor demo`: a whole collaboration on this machine, narrated.
 
-The demo walks three parties through what exists today: identities, the
-signed contract, the encrypted-data format and HPKE key wrapping. The
-attestation, host and enclave steps join it as they land.
+Three hospitals create identities, sign a contract, start a real host on
+loopback whose dispatcher launches the simulated enclave as its own process,
+verify the enclave's evidence, upload encrypted data with key grants, run
+the agreed program, and each open their own result and check the receipt
+and the audit log. Everything a party does goes through the same library
+calls as the `nestor` commands.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
+import os
 import random
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -19,23 +28,15 @@ from typing import Annotated
 import typer
 
 from nestor.cli.console import err, out
-from nestor.client import contracts, datafiles, party
-from nestor.crypto import hpke
-from nestor.crypto.dataset import DataKey
-from nestor.errors import DatasetFormatError
+from nestor.client import contracts, party, pipeline
+from nestor.client.host_api import HostClient
+from nestor.errors import ConfigurationError, NestorError
 from nestor.protocol.contract import verify_contract
-
-PROGRAM_SOURCE = '''"""Pooled descriptive statistics by group, small groups suppressed."""
-
-
-def run(inputs, parameters):
-    raise NotImplementedError("runs inside the enclave once the pipeline lands")
-'''
-# The simulated TEE's reference value arrives with the attestation work; until
-# then the demo's policy names a placeholder measurement that nothing matches.
-PLACEHOLDER_MEASUREMENT = "00" * 32
+from nestor.simtee.measure import measure_enclave
+from nestor.simtee.vendor import load_vendor_public_key
 
 PARTIES = ("Northside Hospital", "Riverside Hospital", "Lakeside Clinic")
+WARDS = ("cardiology", "oncology", "surgery", "geriatrics", "neurology")
 
 
 def _step(n: int, text: str) -> None:
@@ -46,21 +47,57 @@ def _say(text: str) -> None:
     err.print(f"   {text}")
 
 
-def _make_visits(path: Path, rows: int, seed: int) -> None:
+def examples_dir() -> Path:
+    explicit = os.environ.get("NESTOR_PROGRAMS_DIR")
+    here = Path(explicit) if explicit else Path(__file__).resolve().parents[3] / "examples"
+    if not (here / "pooled-stats").is_dir():
+        raise ConfigurationError(
+            f"the example program bundle is not at {here / 'pooled-stats'}",
+            hint="run the demo from a source checkout (make demo), or set NESTOR_PROGRAMS_DIR",
+        )
+    return here
+
+
+def make_visits(path: Path, rows: int, seed: int) -> None:
+    """Synthetic hospital visits; each hospital has its own case mix."""
     rng = random.Random(seed)  # noqa: S311 - synthetic demo data, not secrets
+    weights = [rng.uniform(0.5, 2.0) for _ in WARDS]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["patient", "age", "ward", "length_of_stay_days", "readmitted"])
         for i in range(rows):
+            ward = rng.choices(WARDS, weights)[0]
+            stay = round(rng.expovariate(1 / (3.0 + WARDS.index(ward))), 1)
             w.writerow(
-                [
-                    f"P{seed:02d}{i:06d}",
-                    rng.randint(18, 95),
-                    rng.choice(["cardiology", "oncology", "surgery", "geriatrics"]),
-                    round(rng.expovariate(1 / 4.5), 1),
-                    int(rng.random() < 0.12),
-                ]
+                [f"P{seed:02d}{i:06d}", rng.randint(18, 95), ward, stay, int(rng.random() < 0.1)]
             )
+
+
+@contextmanager
+def running_host(workspace: Path, contract: Path, env: dict[str, str]) -> Iterator[str]:
+    """`nestor host serve` on a free loopback port, with its dispatcher
+    starting the simulated enclave; stopped (and the enclave with it) on exit."""
+    cmd = [
+        sys.executable, "-m", "nestor.cli.main", "host", "serve",
+        "--data-dir", str(workspace / "host"), "--listen", "127.0.0.1:0",
+        "--enclave-contract", str(contract), "--tee", "sim",
+    ]  # fmt: skip
+    log = (workspace / "host.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()
+        if not line.startswith("listening on "):
+            raise ConfigurationError(f"the host did not start; see {workspace / 'host.log'}")
+        yield line.removeprefix("listening on ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 def demo(
@@ -70,58 +107,67 @@ def demo(
     ] = None,
     rows: Annotated[int, typer.Option(help="Rows of synthetic data per party.")] = 50_000,
 ) -> None:
-    """Run a narrated multi-party walk-through on this machine.
+    """Run a whole confidential collaboration on this machine, narrated.
 
-    Three hospitals create identities, exchange and verify party cards,
-    encrypt their datasets on their own machines, and wrap each data key
-    with HPKE to the key of the party that will run the analysis (the
-    attested enclave's key, once the pipeline lands). It then shows that a
-    tampered ciphertext is refused with no plaintext written.
+    Three hospitals: identities, a signed contract, a real host on loopback,
+    the simulated enclave as its own process, attestation, encrypted upload
+    with key grants, the agreed program, results sealed to each party, and
+    receipts and the audit log verified. Exits 0 when every check passed.
     """
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="nestor-demo-") as tmp:
-        root = Path(workspace) if workspace else Path(tmp)
+    tmp = None
+    if workspace is None:
+        tmp = tempfile.mkdtemp(prefix="nestor-demo-")
+        root = Path(tmp)
+    else:
+        root = workspace
         root.mkdir(parents=True, exist_ok=True)
+    try:
         _run(root, rows)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     err.print(f"\n[bold green]demo finished[/bold green] in {time.perf_counter() - started:.1f} s")
     out.print("ok")
 
 
 def _run(root: Path, rows: int) -> None:
+    env = {**os.environ, "NESTOR_CONFIG_DIR": str(root / "config")}
+    os.environ["NESTOR_CONFIG_DIR"] = env["NESTOR_CONFIG_DIR"]
+    programs = examples_dir()
+    env["NESTOR_PROGRAMS_DIR"] = str(programs)
+
     _step(1, "Each party creates its identity on its own machine")
-    members: list[party.Party] = []
-    for i, name in enumerate(PARTIES):
-        d = root / f"party-{i + 1}"
-        members.append(party.init_party(d, name))
-        _say(f"{name}: party id {members[-1].card.party_id[:23]}…  (keys in {d}, mode 0600)")
+    dirs = [root / f"party-{i + 1}" for i in range(len(PARTIES))]
+    members = [party.init_party(d, name) for d, name in zip(dirs, PARTIES, strict=True)]
+    for m in members:
+        _say(f"{m.card.name}: party id {m.card.party_id[:23]}…  (private keys 0600)")
 
     _step(2, "They exchange party cards and verify each other's self-signatures")
-    for me in range(len(members)):
-        for other in range(len(members)):
-            if other != me:
-                party.import_card(root / f"party-{me + 1}", root / f"party-{other + 1}/card.json")
-    _say("every card verified: its party id is its signing key's fingerprint and it is self-signed")
+    for i, d in enumerate(dirs):
+        for j in range(len(dirs)):
+            if i != j:
+                party.import_card(d, dirs[j] / party.CARD_FILE)
+    _say("every card verified: party id = fingerprint of its signing key, self-signed")
 
     _step(3, f"{PARTIES[0]} drafts the contract; every party reviews and signs it")
+    measurement = measure_enclave()
     now = datetime.now(UTC).replace(microsecond=0)
-    bundle = root / "pooled-stats"
-    (bundle / "pooled_stats").mkdir(parents=True)
-    (bundle / "pooled_stats" / "main.py").write_text(PROGRAM_SOURCE)
     draft = contracts.new_contract(
-        "Readmissions after cardiac surgery",
+        "Length of stay and readmissions by ward",
         "readmissions-demo",
-        not_before=now - timedelta(minutes=1),
+        not_before=now - timedelta(minutes=5),
         not_after=now + timedelta(days=90),
     )
-    for i, member in enumerate(members):
+    for i, m in enumerate(members):
         roles = ["data-provider", "result-recipient"] + (["job-submitter"] if i == 0 else [])
-        draft = contracts.add_party(draft, member.card, roles)
-    for i, member in enumerate(members):
+        draft = contracts.add_party(draft, m.card, roles)
+    for i, m in enumerate(members):
         draft = contracts.add_dataset(
             draft,
             dataset_id=f"visits-{i + 1}",
-            owner=member.card.party_id,
-            description=f"Hospital visits of {member.card.name}",
+            owner=m.card.party_id,
+            description=f"Hospital visits at {m.card.name}",
             fmt="csv",
             columns=[
                 ("patient", "string"),
@@ -134,93 +180,110 @@ def _run(root: Path, rows: int) -> None:
     draft = contracts.add_program(
         draft,
         program_id="pooled-stats",
-        bundle=bundle,
+        bundle=programs / "pooled-stats",
         entry_point="pooled_stats.main:run",
-        description="Readmission rate and length of stay by ward, pooled",
+        description="Pooled length of stay and readmission rate by ward, small groups suppressed",
         inputs=[f"visits-{i + 1}" for i in range(len(members))],
-        recipients=[(m.card.party_id, "full") for m in members],
+        recipients=[(members[0].card.party_id, "full")]
+        + [(m.card.party_id, "own") for m in members[1:]],
         min_group_size=10,
-        parameters={},
+        parameters={
+            "group_by": {"type": "string", "required": False},
+            "value_column": {"type": "string", "required": False},
+        },
     )
     draft = contracts.set_policy(
         draft,
-        platforms=[{"platform": "simulated", "measurements": [PLACEHOLDER_MEASUREMENT]}],
+        platforms=[{"platform": "simulated", "measurements": [measurement]}],
         submitters=[members[0].card.party_id],
-        max_runs=3,
+        max_runs=10,
     )
     contract_path = root / "contract.json"
-    contracts.save_contract(contract_path, draft)
-    _say(f"contract digest {draft.digest[:23]}…: 3 parties, 3 datasets, 1 program")
-    signed = contracts.load_contract(contract_path)
-    for member in members:
-        # each party reads the same file, checks the digest it reviewed, and signs
-        signed = contracts.sign(signed, member)
-        _say(f"{member.card.name} signed after reviewing digest {signed.digest[:23]}…")
+    signed = draft
+    for m in members:
+        signed = contracts.sign(signed, m)
+        _say(f"{m.card.name} signed digest {signed.digest[:23]}…")
     contracts.save_contract(contract_path, signed)
     verified = verify_contract(contracts.load_contract(contract_path), now=datetime.now(UTC))
-    _say(f"the contract is in effect: signed by all {len(verified.contract.parties)} parties")
-
-    _step(4, "Each party encrypts its dataset locally; only ciphertext would leave")
-    recipient = members[0]
     _say(
-        f"the data keys are wrapped to {recipient.card.name}'s HPKE key here; with the "
-        "pipeline they are wrapped to the attested enclave's key instead, bound to the "
-        "contract digest, the dataset id and the ciphertext commitment"
+        f"in effect: 3 parties, 3 datasets, program pooled-stats {verified.contract.programs[0].digest[:23]}…; "
+        f"the enclave must measure {measurement[:16]}… (simulated TEE, accepted by name)"
     )
-    digests: dict[int, str] = {}
-    wrapped_keys: dict[int, tuple[hpke.WrappedKey, str, Path]] = {}
-    for i, member in enumerate(members):
-        d = root / f"party-{i + 1}"
-        plain = d / "visits.csv"
-        _make_visits(plain, rows, seed=i)
-        digests[i] = hashlib.sha256(plain.read_bytes()).hexdigest()
-        key = DataKey.generate()
-        datafiles.write_data_key(d / "visits.key", key)
-        result = datafiles.encrypt_file(plain, d / "visits.nds", key, chunk_size=1 << 16)
-        commitment = result.summary.commitment
-        context = _grant_context(signed.digest, f"visits-{i + 1}", commitment)
-        suite = hpke.Suite.MLKEM768X25519_SHA256_AES256GCM if i == 2 else hpke.DEFAULT_SUITE
-        wrapped = hpke.seal_key(key.secret, recipient.card.hpke_key(suite), context=context)
-        wrapped_keys[i] = (wrapped, commitment, d / "visits.nds")
+
+    _step(4, "The untrusted host starts; its dispatcher launches the enclave in the simulated TEE")
+    with running_host(root, contract_path, env) as url:
+        host = HostClient(url)
+        host.put_contract(verified.contract.envelope.to_json())
+        _say(f"host listening on {url} (SQLite, local blob directory, local dispatcher)")
+        deadline = time.monotonic() + 30
+        vendor = []
+        enclave = None
+        while enclave is None:
+            try:
+                vendor = [load_vendor_public_key()]
+                enclave = pipeline.verify_enclave(
+                    host, verified, now=datetime.now(UTC), simulated_vendor_keys=vendor
+                )
+            except (pipeline.NoEnclaveError, ConfigurationError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+        _step(5, "Each party verifies the enclave's evidence before releasing anything")
         _say(
-            f"{member.card.name}: {plain.stat().st_size:,} bytes → "
-            f"{result.summary.header.chunk_count} chunks, commitment {commitment[:23]}…, "
-            f"key wrapped with HPKE ({suite.label}, {len(wrapped.to_bytes())} bytes)"
+            f"platform {enclave.result.platform.value}, measurement "
+            f"{enclave.result.measurements['measurement'][:16]}… = the contract's reference value"
         )
-
-    _step(5, "The key holder opens each wrapped key and verifies every chunk")
-    for i, (wrapped, commitment, path) in wrapped_keys.items():
-        context = _grant_context(signed.digest, f"visits-{i + 1}", commitment)
-        secret = hpke.open_key(
-            hpke.WrappedKey.from_bytes(wrapped.to_bytes()),
-            recipient.hpke_private_key(wrapped.suite),
-            context=context,
-        )
-        outp = root / f"received-{i + 1}.csv"
-        datafiles.decrypt_file(path, outp, DataKey(secret), expected_commitment=commitment)
-        same = hashlib.sha256(outp.read_bytes()).hexdigest() == digests[i]
         _say(
-            f"{members[i].card.name}'s dataset: commitment matches, all chunks authentic, "
-            f"plaintext identical: {same}"
+            "report data binds the contract digest and the enclave's fresh keys: "
+            + "; ".join(enclave.decision.checked[-1:])
         )
-        if not same:
-            raise SystemExit("demo failed: plaintext differs")
 
-    _step(6, "An untrusted store flips one byte: decryption refuses, nothing is written")
-    wrapped, commitment, path = wrapped_keys[1]
-    tampered = root / "tampered.nds"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    tampered.write_bytes(bytes(data))
-    key = datafiles.read_data_key(root / "party-2/visits.key")
-    try:
-        datafiles.decrypt_file(tampered, root / "should-not-exist.csv", key)
-    except DatasetFormatError as exc:
-        _say(f"refused: {exc.message}")
-    else:
-        raise SystemExit("demo failed: a tampered file decrypted")
-    _say(f"plaintext file written: {(root / 'should-not-exist.csv').exists()}")
+        _step(6, "Each party encrypts its data locally, uploads ciphertext and grants its key")
+        for i, (m, d) in enumerate(zip(members, dirs, strict=True)):
+            plain = d / "visits.csv"
+            make_visits(plain, rows, seed=i + 1)
+            up = pipeline.upload_dataset(
+                host, m, verified, f"visits-{i + 1}", plain,
+                now=datetime.now(UTC), enclave=enclave, work_dir=d, party_dir=d,
+            )  # fmt: skip
+            _say(
+                f"{m.card.name}: {plain.stat().st_size:,} bytes → commitment {up.commitment[:23]}…, "
+                "data key sealed with HPKE to the enclave only"
+            )
+
+        _step(7, f"{PARTIES[0]} submits the job; the enclave verifies it and runs the program")
+        job_id = pipeline.submit_job(
+            host, members[0], verified, "pooled-stats", {"group_by": "ward"}, now=datetime.now(UTC)
+        )
+        status = pipeline.wait_job(host, job_id, timeout=120)
+        _say(
+            f"job {job_id[:12]}… {status.status}: inputs decrypted and checked inside the "
+            "enclave, program run in the sandbox (no network, read-only filesystem)"
+        )
+
+        _step(8, "Each party fetches its own result, sealed to it, and checks the receipt")
+        for m, d in zip(members, dirs, strict=True):
+            files = pipeline.fetch_results(
+                host, m, verified, job_id, enclave=enclave, out_dir=d / "results",
+                log_state=d / "log-heads.json",
+            )  # fmt: skip
+            summary = files.get("summary.csv")
+            lines = summary.read_text().splitlines() if summary else []
+            _say(
+                f"{m.card.name}: {', '.join(sorted(files))}; summary has {max(0, len(lines) - 1)} "
+                "groups; receipt verified (contract, input commitments, program digest, outputs)"
+            )
+        if summary is not None:
+            for line in summary.read_text().splitlines()[:4]:
+                _say("   " + line[:110])
+
+        _step(9, "Each party verifies the enclave's audit log against the head it remembers")
+        for m, d in zip(members, dirs, strict=True):
+            head = pipeline.verify_audit_log(host, m, enclave, state_file=d / "log-heads.json")
+            _say(f"{m.card.name}: {head.index + 1} entries, hash chain and signatures intact")
+    _say("host stopped; the enclave stopped with it and its keys are gone")
 
 
-def _grant_context(contract_digest: str, dataset_id: str, commitment: str) -> bytes:
-    return f"contract={contract_digest};dataset={dataset_id};commitment={commitment}".encode()
+def _describe(exc: NestorError) -> str:
+    return exc.diagnostics()

@@ -174,6 +174,8 @@ def upload(
     verified = _contract(contract, now)
     me = _party(party, passphrase_file)
     steps.check_owner(verified.contract, me, dataset)
+    if regrant:
+        steps.read_dataset_record(party, dataset)  # fail before any network if nothing is kept
     with _client(host) as client:
         enclave = _attest(client, verified, now, party)
         if regrant:

@@ -43,10 +43,13 @@ class HostLink:
     def get(self, path: str, **params: str) -> Any:
         return self._call("GET", path, params=params).json()
 
-    def lease_job(self, worker: str, lease_seconds: int) -> dict[str, Any] | None:
-        r = self._call(
-            "POST", "/v1/jobs/lease", json={"worker": worker, "lease_seconds": lease_seconds}
-        )
+    def lease_job(
+        self, worker: str, lease_seconds: int, *, contract: str | None = None
+    ) -> dict[str, Any] | None:
+        body: dict[str, Any] = {"worker": worker, "lease_seconds": lease_seconds}
+        if contract is not None:
+            body["contract"] = contract
+        r = self._call("POST", "/v1/jobs/lease", json=body)
         if r.status_code == 204 or not r.content:
             return None
         leased: dict[str, Any] = r.json()

@@ -72,7 +72,7 @@ class ProgramContext:
     owners: Mapping[str, str] = field(default_factory=dict)
 
 
-class HostFailure(Exception):
+class RunError(Exception):
     """A failure to report: ``kind`` is stable, ``message`` is for people."""
 
     def __init__(
@@ -181,8 +181,8 @@ class Spec:
 
 
 def read_spec(path: Path) -> Spec:
-    def bad(what: str) -> HostFailure:
-        return HostFailure("spec", "bad-spec", f"the run specification {path} {what}")
+    def bad(what: str) -> RunError:
+        return RunError("spec", "bad-spec", f"the run specification {path} {what}")
 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -227,20 +227,18 @@ def load_inputs(spec: Spec) -> dict[str, Any]:
             elif fmt == "arrow":
                 tables[ds] = pd.read_feather(path)
             else:
-                raise HostFailure(
+                raise RunError(
                     "inputs",
                     "bad-input",
                     f"dataset {ds!r} has format {fmt!r}, which cannot be read as a table "
                     f"(table formats: {', '.join(TABLE_FORMATS)})",
                 )
-        except HostFailure:
+        except (RunError, MemoryError):
             raise
-        except MemoryError:
-            raise
-        except pd.errors.EmptyDataError:
+        except pd.errors.EmptyDataError:  # not even a header line: a table with no columns
             tables[ds] = pd.DataFrame()
         except Exception as exc:
-            raise HostFailure(
+            raise RunError(
                 "inputs",
                 "bad-input",
                 f"dataset {ds!r} cannot be read as {fmt}: {_describe(exc)}",
@@ -251,11 +249,11 @@ def load_inputs(spec: Spec) -> dict[str, Any]:
 def load_entry_point(spec: Spec) -> Callable[..., Any]:
     module_name, sep, function_name = spec.entry_point.partition(":")
     if not sep or not module_name or not function_name:
-        raise HostFailure(
+        raise RunError(
             "import",
             "bad-entry-point",
-            f"the entry point {spec.entry_point!r} of program {spec.program!r} does not "
-            "look like package.module:function",
+            f"the program {spec.program!r} cannot be loaded: its entry point "
+            f"{spec.entry_point!r} does not look like package.module:function",
         )
     bundle = spec.bundle.resolve()
     # The bundle comes first, as PYTHONPATH would put it: its reviewed modules
@@ -266,42 +264,44 @@ def load_entry_point(spec: Spec) -> Callable[..., Any]:
     except MemoryError:
         raise
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise HostFailure(
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
+            raise RunError(
                 "import",
                 "bad-entry-point",
-                f"program {spec.program!r}: module {module_name!r} of its entry point is "
-                f"not in the bundle",
+                f"the program {spec.program!r} cannot be loaded: module {module_name!r} of its "
+                "entry point is not in the bundle",
                 hint="the bundle directory must contain the package, e.g. "
                 f"{module_name.replace('.', '/')}.py",
             ) from None
-        raise HostFailure(
+        raise RunError(
             "import",
             "import-error",
-            f"program {spec.program!r} could not be loaded: {_describe(exc)}",
+            f"the program {spec.program!r} cannot be loaded: {_describe(exc)}",
             where=_where(exc.__traceback__, bundle),
         ) from None
     except BaseException as exc:
-        raise HostFailure(
+        raise RunError(
             "import",
             "import-error",
-            f"program {spec.program!r} could not be loaded: {_describe(exc)}",
+            f"the program {spec.program!r} cannot be loaded: {_describe(exc)}",
             where=_where(exc.__traceback__, bundle),
         ) from None
     origin = getattr(module, "__file__", None)
     if not origin or not os.path.realpath(origin).startswith(str(bundle) + os.sep):
-        raise HostFailure(
+        raise RunError(
             "import",
             "bad-entry-point",
-            f"program {spec.program!r}: module {module_name!r} was found outside the bundle "
+            f"the program {spec.program!r} cannot be loaded: module {module_name!r} was found "
+            "outside the bundle "
             f"({'built in' if not origin else Path(origin).name}); rename the bundle's package",
         )
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise HostFailure(
+        raise RunError(
             "import",
             "bad-entry-point",
-            f"program {spec.program!r}: module {module_name!r} has no function {function_name!r}",
+            f"the program {spec.program!r} cannot be loaded: module {module_name!r} has no "
+            f"function {function_name!r}",
         )
     return function  # type: ignore[no-any-return]
 
@@ -309,7 +309,7 @@ def load_entry_point(spec: Spec) -> Callable[..., Any]:
 # -- outputs ----------------------------------------------------------------------------------
 
 
-def _json_value(value: object, path: str, output: str) -> object:
+def _json_value(value: object, path: str, bad: Callable[..., RunError]) -> object:
     """A copy of ``value`` in the canonical-JSON subset, or a clear error."""
     item = getattr(value, "item", None)
     if callable(item) and type(value).__module__ == "numpy":
@@ -318,12 +318,11 @@ def _json_value(value: object, path: str, output: str) -> object:
         return value
     if isinstance(value, int):
         if abs(value) > 2**53 - 1:
-            raise _bad_output(output, f"the integer at {path} is outside ±(2**53-1)")
+            raise bad(f"holds an integer outside ±(2**53-1) at {path}")
         return int(value)
     if isinstance(value, float):
         shown = "NaN/infinity" if not math.isfinite(value) else "a float"
-        raise _bad_output(
-            output,
+        raise bad(
             f"holds {shown} at {path}; canonical JSON has no floats",
             hint="put fractional statistics in a table output, or round them to integers "
             "or format them as strings",
@@ -332,55 +331,60 @@ def _json_value(value: object, path: str, output: str) -> object:
         out: dict[str, object] = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise _bad_output(output, f"has a non-string key at {path}")
-            out[k] = _json_value(v, f"{path}.{k}", output)
+                raise bad(f"has a non-string key at {path}")
+            out[k] = _json_value(v, f"{path}.{k}", bad)
         return out
     if isinstance(value, (list, tuple)):
-        return [_json_value(v, f"{path}[{i}]", output) for i, v in enumerate(value)]
-    raise _bad_output(output, f"holds a {type(value).__name__} at {path}, which is not JSON")
+        return [_json_value(v, f"{path}[{i}]", bad) for i, v in enumerate(value)]
+    raise bad(f"holds a {type(value).__name__} at {path}, which is not JSON")
 
 
-def _bad_output(name: str, what: str, *, hint: str | None = None) -> HostFailure:
-    return HostFailure("outputs", "bad-output", f"output {name!r} {what}", hint=hint)
+def _bad_output(program: str, name: str) -> Callable[..., RunError]:
+    def bad(what: str, *, hint: str | None = None) -> RunError:
+        return RunError(
+            "outputs",
+            "bad-output",
+            f"the program {program!r} returned a bad output {name!r}: it {what}",
+            hint=hint,
+        )
+
+    return bad
 
 
 def check_outputs(result: object, program: str) -> dict[str, tuple[str, Any]]:
     """Validate the program's return value: name → ("table" | "json", value)."""
     if not isinstance(result, Mapping):
-        raise HostFailure(
+        raise RunError(
             "outputs",
             "bad-output",
-            f"program {program!r} returned a {type(result).__name__}, not a dict of "
+            f"the program {program!r} returned a {type(result).__name__}, not a dict of "
             "name → DataFrame or dict",
         )
     pandas = sys.modules.get("pandas")
     checked: dict[str, tuple[str, Any]] = {}
     for name, value in result.items():
         if not isinstance(name, str) or not OUTPUT_NAME.fullmatch(name):
-            raise HostFailure(
+            raise RunError(
                 "outputs",
                 "bad-output",
-                f"program {program!r} returned an output named {str(name)[:80]!r}; output "
+                f"the program {program!r} returned an output named {str(name)[:80]!r}; output "
                 "names must match [a-z0-9_-]+ (at most 64 characters)",
             )
+        bad = _bad_output(program, name)
         if pandas is not None and isinstance(value, pandas.DataFrame):
             if isinstance(value.columns, pandas.MultiIndex):
-                raise _bad_output(
-                    name, "has multi-level column names; flatten them before returning it"
-                )
+                raise bad("has multi-level column names; flatten them before returning it")
             frame = value if isinstance(value.index, pandas.RangeIndex) else value.reset_index()
             columns = [str(c) for c in frame.columns]
             if len(set(columns)) != len(columns):
-                raise _bad_output(name, "has two columns with the same name")
+                raise bad("has two columns with the same name")
             checked[name] = ("table", frame)
         elif pandas is not None and isinstance(value, pandas.Series):
-            raise _bad_output(name, "is a Series; return a DataFrame (series.to_frame()) or a dict")
+            raise bad("is a Series; return a DataFrame (series.to_frame()) or a dict")
         elif isinstance(value, Mapping):
-            checked[name] = ("json", _json_value(value, "$", name))
+            checked[name] = ("json", _json_value(value, "$", bad))
         else:
-            raise _bad_output(
-                name, f"is a {type(value).__name__}; outputs must be DataFrames or dicts"
-            )
+            raise bad(f"is a {type(value).__name__}; outputs must be DataFrames or dicts")
     return checked
 
 
@@ -402,7 +406,7 @@ def write_outputs(checked: dict[str, tuple[str, Any]], out_dir: Path) -> list[di
 # -- main --------------------------------------------------------------------------------------
 
 
-def _failure(exc: HostFailure) -> dict[str, Any]:
+def _failure(exc: RunError) -> dict[str, Any]:
     return {
         "ok": False,
         "stage": exc.stage,
@@ -432,20 +436,12 @@ def run(spec_path: Path, reporter: Reporter) -> int:
         reporter.mark("program_started")
         try:
             result = function(inputs, dict(spec.parameters), context)
-        except (MemoryError, HostFailure):
+        except (MemoryError, RunError):
             raise
-        except OSError as exc:
-            if exc.errno == errno.EFBIG:
-                raise  # the file size limit: reported below
-            raise HostFailure(
-                "run",
-                "program-error",
-                f"the program {spec.program!r} failed: {_describe(exc)}",
-                where=_where(exc.__traceback__, spec.bundle),
-                hint=_os_hint(exc),
-            ) from None
         except BaseException as exc:
-            raise HostFailure(
+            if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+                raise  # the file size limit: reported below
+            raise RunError(
                 "run",
                 "program-error",
                 f"the program {spec.program!r} failed: {_describe(exc)}",
@@ -457,12 +453,12 @@ def run(spec_path: Path, reporter: Reporter) -> int:
         checked = check_outputs(result, spec.program)
         written = write_outputs(checked, spec.output_dir)
         reporter.mark("outputs_written")
-    except HostFailure as exc:
+    except RunError as exc:
         reporter.emit(_failure(exc))
         return EXIT_REPORTED_FAILURE
     except MemoryError as exc:
         label = repr(spec.program) if spec else "?"
-        failure = HostFailure(
+        failure = RunError(
             stage,
             "memory-limit",
             f"the program {label} ran out of memory ({stage})",
@@ -473,14 +469,14 @@ def run(spec_path: Path, reporter: Reporter) -> int:
     except OSError as exc:
         label = repr(spec.program) if spec else "?"
         if exc.errno == errno.EFBIG:
-            failure = HostFailure(
+            failure = RunError(
                 stage,
                 "file-size-limit",
                 f"the program {label} wrote a file larger than its limit",
                 where=_where(exc.__traceback__, spec.bundle if spec else None),
             )
         else:
-            failure = HostFailure(
+            failure = RunError(
                 stage,
                 "host-error",
                 f"the program host could not {stage} for program {label}: {_describe(exc)}",
@@ -490,7 +486,7 @@ def run(spec_path: Path, reporter: Reporter) -> int:
         return EXIT_REPORTED_FAILURE
     except Exception as exc:  # anything else is a bug in the host or the data
         label = repr(spec.program) if spec else "?"
-        failure = HostFailure(
+        failure = RunError(
             stage,
             "host-error",
             f"the program host failed at stage {stage!r} for program {label}: {_describe(exc)}",
@@ -514,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr
     reporter = Reporter(os.fdopen(report_fd, "w", encoding="utf-8"))
     if len(args) != 1:
-        reporter.emit(_failure(HostFailure("spec", "bad-spec", "usage: program_host.py SPEC.json")))
+        reporter.emit(_failure(RunError("spec", "bad-spec", "usage: program_host.py SPEC.json")))
         return EXIT_REPORTED_FAILURE
     return run(Path(args[0]), reporter)
 

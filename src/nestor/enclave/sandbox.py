@@ -74,12 +74,12 @@ __all__ = [
     "ProgramSpec",
     "SandboxError",
     "SandboxResult",
-    "SandboxRunner",
     "Timings",
     "default_hide_paths",
     "find_bwrap",
-    "make_runner",
     "run_program",
+    "sandbox_command",
+    "seccomp_filter",
 ]
 
 HOST_SCRIPT: Final = Path(__file__).resolve().with_name("program_host.py")
@@ -467,6 +467,8 @@ def sandbox_command(
     args += [
         "--die-with-parent",
         "--new-session",
+        "--hostname",
+        "nestor-sandbox",
         "--cap-drop",
         "ALL",
         "--ro-bind",
@@ -710,11 +712,14 @@ def _run(
                         pass_fds=(seccomp_r,) if seccomp_r is not None else (),
                         preexec_fn=_preexec(limits, unshare_net=own_netns, cgroup_fd=cgroup_fd),
                     )
-            except subprocess.SubprocessError:
+            except subprocess.SubprocessError as exc:
                 if own_netns:  # could not make our own namespace: let bwrap make one
                     own_netns = False
                     continue
-                raise
+                raise SandboxError(
+                    f"cannot start the sandbox for program {spec.program!r}: setting its "
+                    f"limits failed ({exc})"
+                ) from exc
             except OSError as exc:
                 raise SandboxError(
                     f"cannot start the sandbox for program {spec.program!r}: {exc}"
@@ -800,7 +805,8 @@ def _run(
             "no-report",
             hint="a program must return its outputs, not exit the process",
         )
-    times = report.get("times") if isinstance(report.get("times"), dict) else {}
+    raw_times = report.get("times")
+    times: dict[str, Any] = raw_times if isinstance(raw_times, dict) else {}
     if not report.get("ok"):
         kind = str(report.get("kind") or "program-error")
         where = report.get("where") if isinstance(report.get("where"), str) else None
@@ -987,50 +993,3 @@ def _check_utf8(path: Path, name: str, label: str, fail: Callable[..., ProgramEr
         raise fail(
             f"{label} wrote output {name!r}, which is not UTF-8 text", "bad-output"
         ) from None
-
-
-# -- the enclave service's runner ----------------------------------------------------------------
-
-
-class SandboxRunner:
-    """A ``ProgramRunner`` for ``nestor.enclave.service.EnclaveService``.
-
-    Returns output file name (``summary.csv``, ``meta.json``) → path; the
-    extension tells recipients the format."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.last_result: SandboxResult | None = None
-
-    def __call__(
-        self,
-        *,
-        bundle: Path,
-        entry_point: str,
-        inputs: Mapping[str, tuple[Path, str]],
-        parameters: Mapping[str, Any],
-        context: Mapping[str, Any],
-        out_dir: Path,
-    ) -> dict[str, Path]:
-        spec = ProgramSpec(
-            program=bundle.name,
-            bundle=bundle,
-            entry_point=entry_point,
-            inputs={ds: InputFile(path, fmt) for ds, (path, fmt) in inputs.items()},
-            output_dir=out_dir,
-            parameters=dict(parameters),
-            min_group_size=int(context.get("min_group_size", 1)),
-            owners={str(k): str(v) for k, v in dict(context.get("owners", {})).items()},
-        )
-        result = run_program(spec, limits=self.limits)
-        self.last_result = result
-        return result.paths
-
-
-def make_runner(
-    *, time_limit: float, memory_limit_mb: int, hide_paths: Sequence[Path] = ()
-) -> SandboxRunner:
-    """The runner ``nestor enclave run`` uses (``--time-limit``, ``--memory-limit-mb``)."""
-    return SandboxRunner(
-        Limits(wall_time_s=time_limit, memory_mb=memory_limit_mb, hide_paths=tuple(hide_paths))
-    )

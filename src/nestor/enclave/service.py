@@ -217,8 +217,9 @@ class EnclaveService:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def poll_once(self, *, worker: str = "enclave") -> bool:
+    def poll_once(self, *, worker: str | None = None) -> bool:
         """Take one job if there is one. Returns whether a job was handled."""
+        worker = worker or self.keys.keyid
         self.sync_grants()
         leased = self.host.lease_job(worker, 600, contract=self.contract.digest)
         if leased is None:
