@@ -328,7 +328,7 @@ def test_a_program_cannot_read_a_hidden_key_file(
 
     # A single file can be hidden too.
     one_file = run_probe(tmp_path / "file", source, Limits(wall_time_s=20, hide_paths=(key,)))
-    assert meta(one_file) == {"read": ""} or meta(one_file) == {"error": "PermissionError"}
+    assert meta(one_file) == {"read": ""}  # an empty file is bound over it
 
 
 # -- limits ------------------------------------------------------------------------------------
@@ -403,6 +403,8 @@ def test_the_file_size_limit_stops_a_large_write(tmp_path: Path) -> None:
 
 @needs_bwrap
 def test_the_process_limit_stops_a_fork_bomb(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("as a user, RLIMIT_NPROC counts all of the user's processes: no fixed bound")
     result_or_error: SandboxResult | ProgramError
     try:
         result_or_error = run_probe(

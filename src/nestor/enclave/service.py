@@ -137,6 +137,7 @@ class EnclaveService:
         self.enclave_id = new_id()
         self.held: dict[str, HeldKey] = {}
         self.seen_grants: set[str] = set()
+        self.completed: set[str] = set()
         self.runs = 0
         self.evidence_digest = ""
         self.platform = ""
@@ -255,6 +256,11 @@ class EnclaveService:
 
     def run_job(self, request: object) -> None:
         job = verify_job_request(request, contract=self.contract)
+        if job.job_id in self.completed:
+            raise JobFailedError(
+                f"job {job.job_id} already ran in this enclave: the request was replayed"
+            )
+        self.completed.add(job.job_id)
         policy = self.contract.job_policy
         if policy.max_runs is not None and self.runs >= policy.max_runs:
             raise JobFailedError(

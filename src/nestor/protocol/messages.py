@@ -24,6 +24,8 @@ signatures and bindings against the contract. Time is always passed in.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -599,11 +601,21 @@ def make_receipt(
     }
     payload = canonical.encode(statement)
     sig = signing.sign(enclave_key, pae(IN_TOTO_PAYLOAD_TYPE, payload))
+    # DSSE uses standard base64 with padding (not base64url) for payload and sig.
     return {
         "payloadType": IN_TOTO_PAYLOAD_TYPE,
-        "payload": b64encode(payload),
-        "signatures": [{"keyid": enclave_keyid, "sig": b64encode(sig)}],
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "signatures": [{"keyid": enclave_keyid, "sig": base64.b64encode(sig).decode("ascii")}],
     }
+
+
+def _std_b64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise MessageError(f"receipt {what} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MessageError(f"receipt {what} is not valid base64") from None
 
 
 @dataclass(frozen=True)
@@ -625,14 +637,14 @@ def verify_receipt(
         raise MessageError("a receipt is a DSSE envelope: payloadType, payload, signatures")
     if obj["payloadType"] != IN_TOTO_PAYLOAD_TYPE:
         raise MessageError(f"receipt payloadType must be {IN_TOTO_PAYLOAD_TYPE}")
-    payload = b64decode(obj["payload"], field="payload")
+    payload = _std_b64(obj["payload"], "payload")
     keyid = signing.key_id(enclave_key)
     sigs = [s for s in obj["signatures"] if isinstance(s, dict) and s.get("keyid") == keyid]
     if not sigs:
         raise SignatureError(f"the receipt carries no signature by the enclave key {keyid}")
     signing.verify(
         enclave_key,
-        b64decode(sigs[0].get("sig", ""), field="sig"),
+        _std_b64(sigs[0].get("sig", ""), "sig"),
         pae(IN_TOTO_PAYLOAD_TYPE, payload),
         what="the receipt",
     )
