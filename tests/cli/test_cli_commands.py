@@ -244,7 +244,9 @@ def test_inspect_not_a_dataset(tmp_path: Path) -> None:
 
 
 def test_demo_runs(tmp_path: Path) -> None:
-    proc = run("demo", "--rows", "2000", cwd=tmp_path)
+    proc = run("demo", "--rows", "2000", "--workspace", tmp_path / "ws", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "demo finished" in proc.stderr
-    assert "refused" in proc.stderr
+    assert "receipt verified" in proc.stderr
+    assert "hash chain and signatures intact" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -30,7 +30,7 @@ import typer
 from nestor.cli.console import err, out
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
-from nestor.errors import ConfigurationError, NestorError
+from nestor.errors import ConfigurationError
 from nestor.protocol.contract import verify_contract
 from nestor.simtee.measure import measure_enclave
 from nestor.simtee.vendor import load_vendor_public_key
@@ -205,8 +205,9 @@ def _run(root: Path, rows: int) -> None:
         _say(f"{m.card.name} signed digest {signed.digest[:23]}…")
     contracts.save_contract(contract_path, signed)
     verified = verify_contract(contracts.load_contract(contract_path), now=datetime.now(UTC))
+    program_digest = verified.contract.programs[0].digest
     _say(
-        f"in effect: 3 parties, 3 datasets, program pooled-stats {verified.contract.programs[0].digest[:23]}…; "
+        f"in effect: 3 parties, 3 datasets, program pooled-stats {program_digest[:23]}…; "
         f"the enclave must measure {measurement[:16]}… (simulated TEE, accepted by name)"
     )
 
@@ -248,8 +249,8 @@ def _run(root: Path, rows: int) -> None:
                 now=datetime.now(UTC), enclave=enclave, work_dir=d, party_dir=d,
             )  # fmt: skip
             _say(
-                f"{m.card.name}: {plain.stat().st_size:,} bytes → commitment {up.commitment[:23]}…, "
-                "data key sealed with HPKE to the enclave only"
+                f"{m.card.name}: {plain.stat().st_size:,} bytes → commitment "
+                f"{up.commitment[:23]}…, data key sealed with HPKE to the enclave only"
             )
 
         _step(7, f"{PARTIES[0]} submits the job; the enclave verifies it and runs the program")
@@ -283,7 +284,3 @@ def _run(root: Path, rows: int) -> None:
             head = pipeline.verify_audit_log(host, m, enclave, state_file=d / "log-heads.json")
             _say(f"{m.card.name}: {head.index + 1} entries, hash chain and signatures intact")
     _say("host stopped; the enclave stopped with it and its keys are gone")
-
-
-def _describe(exc: NestorError) -> str:
-    return exc.diagnostics()
