@@ -137,6 +137,8 @@ class EnclaveService:
         self.enclave_id = new_id()
         self.held: dict[str, HeldKey] = {}
         self.seen_grants: set[str] = set()
+        # Seconds per phase of the last job, for benchmarks and operators.
+        self.last_timings: dict[str, float] = {}
         self.completed: set[str] = set()
         self.runs = 0
         self.evidence_digest = ""
@@ -294,6 +296,7 @@ class EnclaveService:
     def _run_in(self, scratch: Path, job: JobRequest) -> None:
         program = self.contract.program(job.program)
         assert program is not None
+        timings = self.last_timings = {"fetch": 0.0, "decrypt_verify": 0.0}
         inputs: dict[str, tuple[Path, str]] = {}
         commitments: dict[str, str] = {}
         for ds in job.inputs:
@@ -301,7 +304,10 @@ class EnclaveService:
             dataset = self.contract.dataset(ds)
             assert dataset is not None
             cipher = scratch / f"{ds}.nds"
+            t = time.perf_counter()
             self.host.download_blob(blob_name(ds, held.commitment), cipher)
+            timings["fetch"] += time.perf_counter() - t
+            t = time.perf_counter()
             plain = scratch / "inputs" / f"{ds}.{dataset.format}"
             plain.parent.mkdir(exist_ok=True)
             try:
@@ -319,11 +325,13 @@ class EnclaveService:
                     f"owner granted: {exc.message}"
                 ) from exc
             cipher.unlink()
+            timings["decrypt_verify"] += time.perf_counter() - t
             inputs[ds] = (plain, dataset.format)
             commitments[ds] = held.commitment
         out_dir = scratch / "outputs"
         out_dir.mkdir()
         owners = {ds: self.contract.dataset(ds).owner for ds in job.inputs}  # type: ignore[union-attr]
+        t = time.perf_counter()
         outputs = self.runner(
             bundle=self.programs_dir / program.id,
             entry_point=program.entry_point,
@@ -332,6 +340,8 @@ class EnclaveService:
             context={"min_group_size": program.outputs.min_group_size, "owners": owners},
             out_dir=out_dir,
         )
+        timings["sandbox_and_program"] = time.perf_counter() - t
+        t = time.perf_counter()
         for path in inputs.values():
             path[0].unlink(missing_ok=True)  # plaintext gone before anything is released
         self.runs += 1
@@ -382,6 +392,7 @@ class EnclaveService:
             enclave_key=self.keys.signing,
         )
         self.host.post("/v1/receipts", {"job_id": job.job_id, "receipt": receipt})
+        timings["seal_sign_publish"] = time.perf_counter() - t
         self._apply_retention(job)
 
     def _apply_retention(self, job: JobRequest) -> None:

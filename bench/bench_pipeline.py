@@ -1,0 +1,202 @@
+"""A confidential job against the same program on the same plaintext.
+
+Usage: python bench/bench_pipeline.py [--gb 1.0] [--parties 3] [--dir /dev/shm]
+
+Three parties each hold a share of >= 1 GB of CSV in total. In one run:
+
+- **plain**: the pooled-stats program called directly on the plaintext files
+  (the program's own CSV reading included), no sandbox, no cryptography;
+- **confidential**: the whole enclave job on a real host over loopback: the
+  enclave fetches each ciphertext, verifies and decrypts it into a
+  memory-backed file, runs the program in the bubblewrap sandbox, seals each
+  recipient's result, signs the receipt and appends the audit log.
+
+Encryption and upload happen on the parties' machines before the job and are
+timed separately. Prints the ratio confidential / plain (target ≤ 1.25, goal
+1.10) and where the job's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nestor.client import contracts, party, pipeline
+from nestor.client.host_api import HostClient
+from nestor.enclave import runner as runner_mod
+from nestor.enclave.host_link import HostLink
+from nestor.enclave.service import EnclaveService
+from nestor.enclave.tee import select_producer
+from nestor.host.app import create_app
+from nestor.host.blobs import BlobStore
+from nestor.host.store import Store
+from nestor.host.testing import live_server
+from nestor.protocol.contract import verify_contract
+from nestor.simtee.measure import measure_enclave
+from nestor.simtee.vendor import load_vendor_public_key
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+WARDS = np.array(["cardiology", "oncology", "surgery", "geriatrics", "neurology"])
+
+
+def make_csv(path: Path, target_bytes: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows_per_block = 500_000
+    written = 0
+    first = True
+    with path.open("w") as f:
+        while written < target_bytes:
+            n = rows_per_block
+            df = pd.DataFrame(
+                {
+                    "patient": np.char.add("P", rng.integers(0, 10**9, n).astype(str)),
+                    "age": rng.integers(18, 96, n),
+                    "ward": WARDS[rng.integers(0, len(WARDS), n)],
+                    "length_of_stay_days": np.round(rng.exponential(4.5, n), 1),
+                    "readmitted": (rng.random(n) < 0.1).astype(int),
+                }
+            )
+            text = df.to_csv(index=False, header=first)
+            first = False
+            f.write(text)
+            written += len(text)
+
+
+def plain_run(files: dict[str, Path], owners: dict[str, str]) -> float:
+    sys.path.insert(0, str(EXAMPLES / "pooled-stats"))
+    try:
+        main = importlib.import_module("pooled_stats.main")
+    finally:
+        sys.path.pop(0)
+    from nestor.enclave.program_host import ProgramContext  # the context type programs receive
+
+    t = time.perf_counter()
+    tables = {ds: pd.read_csv(p) for ds, p in files.items()}
+    main.run(tables, {"group_by": "ward"}, ProgramContext(program="pooled-stats", min_group_size=10, owners=owners))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--gb", type=float, default=1.0, help="combined plaintext size, GB (1e9)")
+    ap.add_argument("--parties", type=int, default=3)
+    ap.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="nestor-bench-", dir=args.dir))
+    os.environ["NESTOR_CONFIG_DIR"] = str(work / "config")
+    try:
+        run(work, args.gb, args.parties)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, gb: float, n: int) -> None:
+    share = int(gb * 1e9 / n) + 1
+    dirs = [work / f"p{i}" for i in range(n)]
+    members = [party.init_party(d, f"Party {i}") for i, d in enumerate(dirs)]
+    print(f"writing {n} x {share / 1e9:.2f} GB of CSV ...", flush=True)
+    files: dict[str, Path] = {}
+    for i, d in enumerate(dirs):
+        files[f"d{i}"] = d / "data.csv"
+        make_csv(files[f"d{i}"], share, seed=i)
+    total = sum(p.stat().st_size for p in files.values())
+
+    now = datetime.now(UTC)
+    c = contracts.new_contract(
+        "bench", "bench", not_before=now - timedelta(minutes=5), not_after=now + timedelta(days=1)
+    )
+    for i, m in enumerate(members):
+        roles = ["data-provider", "result-recipient"] + (["job-submitter"] if i == 0 else [])
+        c = contracts.add_party(c, m.card, roles)
+        c = contracts.add_dataset(
+            c, dataset_id=f"d{i}", owner=m.card.party_id, description="d", fmt="csv", columns=None
+        )
+    c = contracts.add_program(
+        c,
+        program_id="pooled-stats",
+        bundle=EXAMPLES / "pooled-stats",
+        entry_point="pooled_stats.main:run",
+        description="bench",
+        inputs=list(files),
+        recipients=[(m.card.party_id, "full") for m in members],
+        min_group_size=10,
+        parameters={"group_by": {"type": "string", "required": False}},
+    )
+    c = contracts.set_policy(
+        c,
+        platforms=[{"platform": "simulated", "measurements": [measure_enclave()]}],
+        submitters=[members[0].card.party_id],
+        retention={"destroy_keys": "at-expiry"},
+    )
+    for m in members:
+        c = contracts.sign(c, m)
+    verified = verify_contract(c, now=datetime.now(UTC))
+    owners = {f"d{i}": m.card.party_id for i, m in enumerate(members)}
+
+    store = Store(f"sqlite:///{work / 'host.db'}")
+    blobs = BlobStore(work / "blobs")
+    with live_server(create_app(store, blobs)) as url:
+        host = HostClient(url, timeout=600)
+        host.put_contract(verified.contract.envelope.to_json())
+        service = EnclaveService(
+            host=HostLink(url, timeout=600),
+            contract=verified.contract,
+            producer=select_producer("sim"),
+            programs_dir=EXAMPLES,
+            runner=runner_mod.make_runner(time_limit=3600, memory_limit_mb=16384),
+        )
+        service.start()
+        enclave = pipeline.verify_enclave(
+            host, verified, now=datetime.now(UTC), simulated_vendor_keys=[load_vendor_public_key()]
+        )
+        t = time.perf_counter()
+        for i, (m, d) in enumerate(zip(members, dirs, strict=True)):
+            pipeline.upload_dataset(
+                host, m, verified, f"d{i}", files[f"d{i}"],
+                now=datetime.now(UTC), enclave=enclave, work_dir=d, party_dir=d,
+            )  # fmt: skip
+        upload_s = time.perf_counter() - t
+        plain_s = plain_run(files, owners)
+        job_id = pipeline.submit_job(
+            host, members[0], verified, "pooled-stats", {"group_by": "ward"}, now=datetime.now(UTC)
+        )
+        t = time.perf_counter()
+        assert service.poll_once()
+        job_s = time.perf_counter() - t
+        status = host.job_status(job_id)
+        if status.status != "done":
+            raise SystemExit(f"job failed: {status.error}")
+        plain2_s = plain_run(files, owners)
+    store.close()
+
+    plain_best = min(plain_s, plain2_s)
+    phases = {**service.last_timings, **runner_mod.LAST_TIMINGS}
+    print(f"\ncombined plaintext {total / 1e9:.2f} GB in {n} datasets")
+    print(f"parties' side (before the job): encrypt + upload + grant {upload_s:.2f} s "
+          f"({total / upload_s / 1e9:.2f} GB/s)")  # fmt: skip
+    print(
+        f"plain program on plaintext:  {plain_s:.2f} s and {plain2_s:.2f} s (best {plain_best:.2f} s)"
+    )
+    print(f"confidential job (lease to complete): {job_s:.2f} s")
+    ratio = job_s / plain_best
+    verdict = "MET" if ratio <= 1.25 else "MISSED"
+    print(f"ratio confidential / plain: {ratio:.2f}  (target <= 1.25: {verdict}; goal 1.10)")
+    print("\nwhere the job's time goes (s):")
+    for k in ("fetch", "decrypt_verify", "sandbox_start", "read_inputs", "program",
+              "write_outputs", "seal_sign_publish"):  # fmt: skip
+        if k in phases:
+            print(f"  {k:<20} {phases[k]:8.2f}  ({phases[k] / job_s:5.1%})")
+
+
+if __name__ == "__main__":
+    main()
