@@ -111,17 +111,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--gb", type=float, default=1.0, help="combined plaintext size, GB (1e9)")
     ap.add_argument("--parties", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating plain/confidential runs")
     ap.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nestor-bench-", dir=args.dir))
     os.environ["NESTOR_CONFIG_DIR"] = str(work / "config")
     try:
-        run(work, args.gb, args.parties)
+        run(work, args.gb, args.parties, args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path, gb: float, n: int) -> None:
+def run(work: Path, gb: float, n: int, rounds: int = 2) -> None:
     share = int(gb * 1e9 / n) + 1
     dirs = [work / f"p{i}" for i in range(n)]
     members = [party.init_party(d, f"Party {i}") for i, d in enumerate(dirs)]
@@ -187,27 +188,34 @@ def run(work: Path, gb: float, n: int) -> None:
                 now=datetime.now(UTC), enclave=enclave, work_dir=d, party_dir=d,
             )  # fmt: skip
         upload_s = time.perf_counter() - t
-        plain_s = plain_run(files, owners)
-        job_id = pipeline.submit_job(
-            host, members[0], verified, "pooled-stats", {"group_by": "ward"}, now=datetime.now(UTC)
-        )
-        t = time.perf_counter()
-        assert service.poll_once()
-        job_s = time.perf_counter() - t
-        status = host.job_status(job_id)
-        if status.status != "done":
-            raise SystemExit(f"job failed: {status.error}")
-        plain2_s = plain_run(files, owners)
+        # Alternate plain and confidential runs: this VM makes memory first
+        # touched after an idle moment slow, so order effects are large.
+        plains: list[float] = []
+        jobs: list[tuple[float, dict[str, float]]] = []
+        for _ in range(rounds):
+            plains.append(plain_run(files, owners))
+            job_id = pipeline.submit_job(
+                host, members[0], verified, "pooled-stats", {"group_by": "ward"},
+                now=datetime.now(UTC),
+            )  # fmt: skip
+            t = time.perf_counter()
+            assert service.poll_once()
+            job_s = time.perf_counter() - t
+            status = host.job_status(job_id)
+            if status.status != "done":
+                raise SystemExit(f"job failed: {status.error}")
+            jobs.append((job_s, {**service.last_timings, **runner_mod.LAST_TIMINGS}))
     store.close()
 
-    plain_best = min(plain_s, plain2_s)
-    phases = {**service.last_timings, **runner_mod.LAST_TIMINGS}
+    plain_best = min(plains)
+    job_s, phases = min(jobs, key=lambda j: j[0])
     print(f"\ncombined plaintext {total / 1e9:.2f} GB in {n} datasets")
-    print(f"parties' side (before the job): encrypt + upload + grant {upload_s:.2f} s "
-          f"({total / upload_s / 1e9:.2f} GB/s)")  # fmt: skip
-    print(f"plain program, fresh process: {plain_s:.2f} s, {plain2_s:.2f} s")
-    print(f"  (best {plain_best:.2f} s)")
-    print(f"confidential job (lease to complete): {job_s:.2f} s")
+    print(
+        f"parties' side (before the job): encrypt + upload + grant {upload_s:.2f} s "
+        f"({total / upload_s / 1e9:.2f} GB/s)"
+    )
+    print("plain program, fresh process (s): " + ", ".join(f"{x:.2f}" for x in plains))
+    print("confidential job, lease to complete (s): " + ", ".join(f"{j[0]:.2f}" for j in jobs))
     ratio = job_s / plain_best
     verdict = "MET" if ratio <= 1.25 else "MISSED"
     print(f"ratio confidential / plain: {ratio:.2f}  (target <= 1.25: {verdict}; goal 1.10)")
