@@ -220,7 +220,7 @@ def run(work: Path, gb: float, n: int, rounds: int = 2) -> None:
     verdict = "MET" if ratio <= 1.25 else "MISSED"
     print(f"ratio confidential / plain: {ratio:.2f}  (target <= 1.25: {verdict}; goal 1.10)")
     print("\nwhere the job's time goes (s):")
-    for k in ("fetch", "decrypt_verify", "sandbox_start", "read_inputs", "program",
+    for k in ("fetch_decrypt_verify", "sandbox_start", "read_inputs", "program",
               "write_outputs", "seal_sign_publish"):  # fmt: skip
         if k in phases:
             print(f"  {k:<20} {phases[k]:8.2f}  ({phases[k] / job_s:5.1%})")

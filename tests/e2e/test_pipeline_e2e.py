@@ -25,6 +25,7 @@ import pytest
 
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
+from nestor.crypto import hpke
 from nestor.errors import AppraisalError, NestorError, VerificationError
 from nestor.protocol import messages
 from nestor.protocol.contract import VerifiedContract, verify_contract
@@ -528,3 +529,29 @@ def test_host_restart_loses_nothing(collab: Collab) -> None:
         enclave=enclave,
         out_dir=collab.dirs[0] / "after-restart",
     )
+
+
+def test_non_recipient_cannot_open_another_partys_result(collab: Collab) -> None:
+    enclave = collab.enclave()
+    collab.upload_all(enclave)
+    job_id = collab.run_job()
+    job_digest = _job_digest(collab)
+    sealed = collab.host.get_results(job_digest, collab.members[0].card.party_id)
+    assert sealed
+    outsider = collab.members[2]  # provides data but is not a result recipient
+    with pytest.raises(VerificationError, match="sealed for"):
+        messages.open_result(
+            sealed[0],
+            enclave_key=enclave.signing_key,
+            recipient=outsider.card.party_id,
+            recipient_private=outsider.hpke_keys[hpke.DEFAULT_SUITE],
+        )
+    # Even pretending to be the recipient, its own private key does not open the HPKE seal.
+    with pytest.raises(VerificationError, match="does not open"):
+        messages.open_result(
+            sealed[0],
+            enclave_key=enclave.signing_key,
+            recipient=collab.members[0].card.party_id,
+            recipient_private=outsider.hpke_keys[hpke.DEFAULT_SUITE],
+        )
+    assert job_id

@@ -7,12 +7,33 @@ otherwise.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from nestor.errors import NestorError
+
+
+class StreamReader:
+    """``readinto`` over an iterator of byte blocks (an HTTP body)."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._pending = memoryview(b"")
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        while not self._pending:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._pending = memoryview(block)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 class HostLinkError(NestorError):
@@ -54,6 +75,19 @@ class HostLink:
             return None
         leased: dict[str, Any] = r.json()
         return leased
+
+    @contextlib.contextmanager
+    def open_blob(self, name: str) -> Iterator[tuple[StreamReader, int | None]]:
+        """Stream a blob: a reader with ``readinto`` over the HTTP body and the
+        declared length. Nothing is written to disk on the way."""
+        try:
+            with self._http.stream("GET", f"/v1/blobs/{name}") as r:
+                if r.status_code >= 400:
+                    raise HostLinkError(f"host has no blob {name!r} ({r.status_code})")
+                length = r.headers.get("content-length")
+                yield StreamReader(r.iter_raw(1 << 20)), int(length) if length else None
+        except httpx.HTTPError as exc:
+            raise HostLinkError(f"reading blob {name!r} failed: {exc}") from exc
 
     def download_blob(self, name: str, dest: Path) -> None:
         try:

@@ -296,36 +296,37 @@ class EnclaveService:
     def _run_in(self, scratch: Path, job: JobRequest) -> None:
         program = self.contract.program(job.program)
         assert program is not None
-        timings = self.last_timings = {"fetch": 0.0, "decrypt_verify": 0.0}
+        timings = self.last_timings = {"fetch_decrypt_verify": 0.0}
         inputs: dict[str, tuple[Path, str]] = {}
         commitments: dict[str, str] = {}
         for ds in job.inputs:
             held = self.held[ds]
             dataset = self.contract.dataset(ds)
             assert dataset is not None
-            cipher = scratch / f"{ds}.nds"
-            t = time.perf_counter()
-            self.host.download_blob(blob_name(ds, held.commitment), cipher)
-            timings["fetch"] += time.perf_counter() - t
             t = time.perf_counter()
             plain = scratch / "inputs" / f"{ds}.{dataset.format}"
             plain.parent.mkdir(exist_ok=True)
+            # Verify and decrypt while the ciphertext streams in: no copy of
+            # it is stored, and decryption overlaps the transfer.
             try:
-                with cipher.open("rb", buffering=0) as src, plain.open("wb") as dst:
+                with (
+                    self.host.open_blob(blob_name(ds, held.commitment)) as (src, length),
+                    plain.open("wb") as dst,
+                ):
                     decrypt_stream(
                         src,
                         dst,
                         held.key,
                         expected_commitment=held.commitment,
-                        source_length=cipher.stat().st_size,
+                        source_length=length,
                     )
             except NestorError as exc:
+                plain.unlink(missing_ok=True)
                 raise JobFailedError(
                     f"the ciphertext of dataset {ds!r} fetched from the host is not the one its "
                     f"owner granted: {exc.message}"
                 ) from exc
-            cipher.unlink()
-            timings["decrypt_verify"] += time.perf_counter() - t
+            timings["fetch_decrypt_verify"] += time.perf_counter() - t
             inputs[ds] = (plain, dataset.format)
             commitments[ds] = held.commitment
         out_dir = scratch / "outputs"
