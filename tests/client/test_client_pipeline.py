@@ -12,6 +12,7 @@ Happy paths against a real host and enclave are the end-to-end tests' job.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
@@ -50,7 +51,7 @@ from nestor.errors import (
     VerificationError,
 )
 from nestor.protocol import canonical
-from nestor.protocol.b64 import b64decode, b64encode
+from nestor.protocol.b64 import b64decode
 from nestor.protocol.contract import Contract, VerifiedContract, verify_contract
 from nestor.protocol.envelope import pae
 from nestor.protocol.messages import (
@@ -719,9 +720,9 @@ def _receipt(world: World, contract: Contract, enclave: FakeEnclave | None = Non
 def _edit_payload(
     receipt: Mapping[str, Any], edit: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    statement = json.loads(b64decode(receipt["payload"]))
+    statement = json.loads(base64.b64decode(receipt["payload"]))
     edit(statement)
-    return {**receipt, "payload": b64encode(canonical.encode(statement))}
+    return {**receipt, "payload": base64.b64encode(canonical.encode(statement)).decode()}
 
 
 def test_offline_receipt_verifies_with_contract_and_announcement(world: World) -> None:
@@ -834,9 +835,12 @@ def test_receipt_binds_job_commitments_enclave_and_evidence(world: World) -> Non
 
 
 def _resign(receipt: dict[str, Any], enclave: FakeEnclave) -> dict[str, Any]:
-    payload = b64decode(receipt["payload"])
+    payload = base64.b64decode(receipt["payload"])
     sig = signing.sign(enclave.key, pae(receipt["payloadType"], payload))
-    return {**receipt, "signatures": [{"keyid": enclave.keyid, "sig": b64encode(sig)}]}
+    return {
+        **receipt,
+        "signatures": [{"keyid": enclave.keyid, "sig": base64.b64encode(sig).decode()}],
+    }
 
 
 def test_cli_receipt_verify_offline(world: World, tmp_path: Path) -> None:

@@ -495,7 +495,7 @@ def test_program_cannot_open_a_network_connection(collab: Collab) -> None:
 
 def test_program_cannot_write_outside_its_scratch(collab: Collab) -> None:
     collab.upload_all(collab.enclave())
-    target = REPO / "escaped.txt"
+    target = Path("/var/tmp") / f"nestor-escaped-{os.getpid()}.txt"
     reason = collab.failed_job("escape", {"target": str(target)})
     assert "the program 'escape' failed" in reason
     assert "Read-only file system" in reason

@@ -256,8 +256,12 @@ def test_the_seccomp_filter_is_well_formed() -> None:
 @needs_bwrap
 @pytest.mark.parametrize(
     "target",
-    [REPO / "sandbox-escape-probe", Path("/etc/nestor-escape-probe"), Path.home() / "escape"],
-    ids=["repository", "etc", "home"],
+    [
+        Path("/var/tmp/nestor-escape-probe"),
+        Path("/etc/nestor-escape-probe"),
+        Path.home() / "escape",
+    ],
+    ids=["var-tmp", "etc", "home"],
 )
 def test_a_program_cannot_write_outside_its_output_directory(tmp_path: Path, target: Path) -> None:
     err = failure(
@@ -273,6 +277,23 @@ def test_a_program_cannot_write_outside_its_output_directory(tmp_path: Path, tar
     assert err.kind == "program-error"
     assert "Read-only file system" in err.message
     assert "output directory" in str(err.hint)
+
+
+@needs_bwrap
+def test_writes_to_tmp_stay_in_the_sandbox(tmp_path: Path) -> None:
+    """/tmp inside the sandbox is a private tmpfs: a write there 'succeeds'
+    but never reaches the host (the repository may live under /tmp in CI)."""
+    target = tmp_path / "escape-probe"
+    run_probe(
+        tmp_path,
+        f"""
+        def run(inputs, parameters, context):
+            with open({str(target)!r}, "w") as f:
+                f.write("escaped")
+            return {{}}
+        """,
+    )
+    assert not target.exists()
 
 
 @needs_bwrap
