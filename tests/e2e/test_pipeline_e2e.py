@@ -250,10 +250,11 @@ def collab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Collab]:
     proc, url = _start_host(root, contract_path, env)
     host = HostClient(url)
     host.put_contract(verified.contract.envelope.to_json())
+    collab = Collab(root, dirs, members, verified, contract_path, host, url, proc, env)
     try:
-        yield Collab(root, dirs, members, verified, contract_path, host, url, proc, env)
+        yield collab
     finally:
-        _stop(proc)
+        _stop(collab.proc)  # the host running now (a test may have restarted it)
 
 
 def _results_dir(c: Collab, i: int, name: str) -> Path:
