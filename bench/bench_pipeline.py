@@ -112,17 +112,18 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=1.0, help="combined plaintext size, GB (1e9)")
     ap.add_argument("--parties", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2, help="alternating plain/confidential runs")
+    ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before each run")
     ap.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nestor-bench-", dir=args.dir))
     os.environ["NESTOR_CONFIG_DIR"] = str(work / "config")
     try:
-        run(work, args.gb, args.parties, args.rounds)
+        run(work, args.gb, args.parties, args.rounds, args.settle)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path, gb: float, n: int, rounds: int = 2) -> None:
+def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> None:
     share = int(gb * 1e9 / n) + 1
     dirs = [work / f"p{i}" for i in range(n)]
     members = [party.init_party(d, f"Party {i}") for i, d in enumerate(dirs)]
@@ -188,12 +189,18 @@ def run(work: Path, gb: float, n: int, rounds: int = 2) -> None:
                 now=datetime.now(UTC), enclave=enclave, work_dir=d, party_dir=d,
             )  # fmt: skip
         upload_s = time.perf_counter() - t
-        # Alternate plain and confidential runs: this VM makes memory first
-        # touched after an idle moment slow, so order effects are large.
+        # Alternate plain and confidential runs, each after the same idle
+        # pause: this VM hands freed memory back to its host after about 2 s,
+        # and memory touched again after that is several times slower. Without
+        # the pause, a plain run right after a job reuses warm memory while the
+        # job's program (which starts after the inputs stream in) gets cold
+        # memory: the comparison would measure the VM, not Nestor.
         plains: list[float] = []
         jobs: list[tuple[float, dict[str, float]]] = []
         for _ in range(rounds):
+            time.sleep(settle)
             plains.append(plain_run(files, owners))
+            time.sleep(settle)
             job_id = pipeline.submit_job(
                 host, members[0], verified, "pooled-stats", {"group_by": "ward"},
                 now=datetime.now(UTC),
