@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -207,8 +208,12 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
                 now=datetime.now(UTC),
             )  # fmt: skip
             t = time.perf_counter()
+            cpu = resource.getrusage(resource.RUSAGE_SELF)
             assert service.poll_once()
             job_s = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            own_cpu = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
+            print(f"  job {job_s:.2f} s; enclave+host process CPU {own_cpu:.2f} s", flush=True)
             status = host.job_status(job_id)
             if status.status != "done":
                 raise SystemExit(f"job failed: {status.error}")
