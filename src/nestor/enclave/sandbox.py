@@ -651,7 +651,8 @@ def _check_spec(spec: ProgramSpec) -> None:
                     hint="bytecode is not reviewed source; remove it",
                 )
     for ds, f in spec.inputs.items():
-        if not f.path.is_file():
+        # A FIFO is how the enclave streams a CSV input while it decrypts it.
+        if not (f.path.is_file() or f.path.is_fifo()):
             raise SandboxError(f"{where}: the input file of dataset {ds!r} ({f.path}) is missing")
     out = spec.output_dir
     if not out.is_dir() or out.is_symlink():

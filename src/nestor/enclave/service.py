@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -299,48 +300,66 @@ class EnclaveService:
         timings = self.last_timings = {"fetch_decrypt_verify": 0.0}
         inputs: dict[str, tuple[Path, str]] = {}
         commitments: dict[str, str] = {}
+        (scratch / "inputs").mkdir()
+        feeders: list[_Feeder] = []
         for ds in job.inputs:
             held = self.held[ds]
             dataset = self.contract.dataset(ds)
             assert dataset is not None
-            t = time.perf_counter()
             plain = scratch / "inputs" / f"{ds}.{dataset.format}"
-            plain.parent.mkdir(exist_ok=True)
-            # Verify and decrypt while the ciphertext streams in: no copy of
-            # it is stored, and decryption overlaps the transfer.
-            try:
-                with (
-                    self.host.open_blob(blob_name(ds, held.commitment)) as (src, length),
-                    plain.open("wb") as dst,
-                ):
-                    decrypt_stream(
-                        src,
-                        dst,
-                        held.key,
-                        expected_commitment=held.commitment,
-                        source_length=length,
-                    )
-            except NestorError as exc:
-                plain.unlink(missing_ok=True)
-                raise JobFailedError(
-                    f"the ciphertext of dataset {ds!r} fetched from the host is not the one its "
-                    f"owner granted: {exc.message}"
-                ) from exc
-            timings["fetch_decrypt_verify"] += time.perf_counter() - t
-            inputs[ds] = (plain, dataset.format)
             commitments[ds] = held.commitment
+            inputs[ds] = (plain, dataset.format)
+            if dataset.format == "csv":
+                # CSV is read front to back: stream it through a FIFO so the
+                # program's scan overlaps decryption and no plaintext copy is
+                # ever materialised. Each chunk reaches the program only after
+                # it authenticates; the job fails (and nothing is released)
+                # unless the whole input verifies.
+                os.mkfifo(plain, 0o600)
+                feeders.append(_Feeder(self.host, ds, held, plain))
+            else:
+                t = time.perf_counter()
+                self._decrypt_to_file(ds, held, plain)
+                timings["fetch_decrypt_verify"] += time.perf_counter() - t
+        for f in feeders:
+            f.start()
         out_dir = scratch / "outputs"
         out_dir.mkdir()
         owners = {ds: self.contract.dataset(ds).owner for ds in job.inputs}  # type: ignore[union-attr]
         t = time.perf_counter()
-        outputs = self.runner(
-            bundle=self.programs_dir / program.id,
-            entry_point=program.entry_point,
-            inputs=inputs,
-            parameters=job.parameters,
-            context={"min_group_size": program.outputs.min_group_size, "owners": owners},
-            out_dir=out_dir,
-        )
+        program_error: NestorError | None = None
+        outputs: dict[str, Path] = {}
+        try:
+            outputs = self.runner(
+                bundle=self.programs_dir / program.id,
+                entry_point=program.entry_point,
+                inputs=inputs,
+                parameters=job.parameters,
+                context={"min_group_size": program.outputs.min_group_size, "owners": owners},
+                out_dir=out_dir,
+            )
+        except NestorError as exc:
+            program_error = exc
+        finally:
+            for f in feeders:
+                f.finish()
+        for f in feeders:
+            timings["fetch_decrypt_verify"] += f.seconds
+            if f.error is not None:
+                # The root cause: a program that saw a cut-short input may
+                # have failed on it, but the input is what was wrong.
+                raise JobFailedError(
+                    f"the ciphertext of dataset {f.dataset!r} fetched from the host is not the "
+                    f"one its owner granted: {f.error}"
+                )
+        if program_error is not None:
+            raise program_error
+        unread = [f.dataset for f in feeders if f.incomplete]
+        if unread:
+            raise JobFailedError(
+                f"the program ended without reading all of {', '.join(unread)}; results are "
+                "withheld because those inputs were not verified to the end"
+            )
         timings["sandbox_and_program"] = time.perf_counter() - t
         t = time.perf_counter()
         for path in inputs.values():
@@ -396,6 +415,23 @@ class EnclaveService:
         timings["seal_sign_publish"] = time.perf_counter() - t
         self._apply_retention(job)
 
+    def _decrypt_to_file(self, ds: str, held: HeldKey, plain: Path) -> None:
+        """Verify and decrypt while the ciphertext streams in (no copy stored)."""
+        try:
+            with (
+                self.host.open_blob(blob_name(ds, held.commitment)) as (src, length),
+                plain.open("wb") as dst,
+            ):
+                decrypt_stream(
+                    src, dst, held.key, expected_commitment=held.commitment, source_length=length
+                )
+        except NestorError as exc:
+            plain.unlink(missing_ok=True)
+            raise JobFailedError(
+                f"the ciphertext of dataset {ds!r} fetched from the host is not the one its "
+                f"owner granted: {exc.message}"
+            ) from exc
+
     def _apply_retention(self, job: JobRequest) -> None:
         rule = self.contract.retention
         for ds in job.inputs:
@@ -413,6 +449,86 @@ class EnclaveService:
                 # is what the runtime allows. The log records the destruction.
                 del self.held[ds]
                 self.audit.append("key-destroyed", {"dataset": ds, "reason": rule.destroy_keys})
+
+
+class _StoppedError(Exception):
+    """The job ended before the program read all of a streamed input."""
+
+
+class _Sink:
+    """Writes plaintext into the program's FIFO. If the program stops reading
+    early, the rest is still decrypted and verified, and discarded."""
+
+    def __init__(self, fd: int | None, stop: threading.Event) -> None:
+        self._fd = fd
+        self._stop = stop
+
+    def write(self, data: memoryview, /) -> int:
+        if self._fd is not None:
+            try:
+                return os.write(self._fd, data)
+            except BrokenPipeError:
+                self.close()
+        if self._stop.is_set() and self._fd is None:
+            raise _StoppedError
+        return len(data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _Feeder(threading.Thread):
+    """Streams one CSV input: blob → verify/decrypt → FIFO read by the program."""
+
+    def __init__(self, host: HostLink, dataset: str, held: HeldKey, fifo: Path) -> None:
+        super().__init__(daemon=True, name=f"feed-{dataset}")
+        self.host, self.dataset, self.held, self.fifo = host, dataset, held, fifo
+        self.stop = threading.Event()
+        self.error: str | None = None  # the input failed verification
+        self.incomplete = False  # the program ended before reading all of it
+        self.seconds = 0.0
+
+    def _open(self) -> int | None:
+        # Opening a FIFO for writing blocks until a reader comes; poll with
+        # O_NONBLOCK so a program that never opens it cannot hang the job.
+        while not self.stop.is_set():
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader yet
+                time.sleep(0.005)
+                continue
+            os.set_blocking(fd, True)
+            return fd
+        return None
+
+    def run(self) -> None:
+        fd = self._open()
+        if fd is None:
+            self.incomplete = True
+            return
+        t = time.perf_counter()
+        sink = _Sink(fd, self.stop)
+        try:
+            with self.host.open_blob(blob_name(self.dataset, self.held.commitment)) as (src, n):
+                decrypt_stream(
+                    src, sink, self.held.key,
+                    expected_commitment=self.held.commitment, source_length=n,
+                )  # fmt: skip
+        except _StoppedError:
+            self.incomplete = True
+        except NestorError as exc:
+            self.error = exc.message
+        finally:
+            sink.close()
+            self.seconds = time.perf_counter() - t
+
+    def finish(self) -> None:
+        """After the program exits: stop waiting for a reader and wait for
+        verification of the rest of the input to end."""
+        self.stop.set()
+        self.join()
 
 
 def _view(path: Path, view: View, party_id: str) -> bytes:
