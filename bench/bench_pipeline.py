@@ -235,7 +235,8 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
     print(f"ratio confidential / plain, best to best: {ratio:.2f}")
     print(f"  target <= 1.25: {verdict}; goal 1.10")
     print(f"ratio confidential / plain, median to median: {median_ratio:.2f}")
-    print("\nwhere the job's time goes (s):")
+    print("\nwhere the job's time goes (s; CSV inputs stream through FIFOs, so")
+    print("fetch_decrypt_verify overlaps read_inputs and the shares add up to over 100 %):")
     for k in ("fetch_decrypt_verify", "sandbox_start", "read_inputs", "program",
               "write_outputs", "seal_sign_publish"):  # fmt: skip
         if k in phases:
