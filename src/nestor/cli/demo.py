@@ -28,6 +28,7 @@ from typing import Annotated
 import typer
 
 from nestor.cli.console import err, out
+from nestor.cli.enclave import default_programs_dir
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
 from nestor.errors import ConfigurationError
@@ -48,8 +49,7 @@ def _say(text: str) -> None:
 
 
 def examples_dir() -> Path:
-    explicit = os.environ.get("NESTOR_PROGRAMS_DIR")
-    here = Path(explicit) if explicit else Path(__file__).resolve().parents[3] / "examples"
+    here = default_programs_dir()
     if not (here / "pooled-stats").is_dir():
         raise ConfigurationError(
             f"the example program bundle is not at {here / 'pooled-stats'}",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -88,14 +87,3 @@ class HostLink:
                 yield StreamReader(r.iter_raw(1 << 20)), int(length) if length else None
         except httpx.HTTPError as exc:
             raise HostLinkError(f"reading blob {name!r} failed: {exc}") from exc
-
-    def download_blob(self, name: str, dest: Path) -> None:
-        try:
-            with self._http.stream("GET", f"/v1/blobs/{name}") as r:
-                if r.status_code >= 400:
-                    raise HostLinkError(f"host has no blob {name!r} ({r.status_code})")
-                with dest.open("wb") as f:
-                    for block in r.iter_bytes(1 << 20):
-                        f.write(block)
-        except httpx.HTTPError as exc:
-            raise HostLinkError(f"downloading blob {name!r} failed: {exc}") from exc

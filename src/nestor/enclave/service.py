@@ -13,7 +13,6 @@ policy says.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -38,6 +37,7 @@ from nestor.enclave.host_link import HostLink
 from nestor.enclave.tee import EvidenceProducer
 from nestor.errors import NestorError
 from nestor.programs.bundle import bundle_digest
+from nestor.protocol.canonical import digest_bytes
 from nestor.protocol.contract import Contract, View, verify_contract
 from nestor.protocol.messages import (
     JobRequest,
@@ -159,7 +159,7 @@ class EnclaveService:
             self.keys.hpke_public(),
         )
         evidence = self.producer.produce(report_data)
-        self.evidence_digest = "sha256:" + hashlib.sha256(evidence.evidence).hexdigest()
+        self.evidence_digest = digest_bytes(evidence.evidence)
         self.platform = evidence.platform.value
         announcement = make_announcement(
             contract=self.contract.digest,
@@ -348,10 +348,7 @@ class EnclaveService:
             if f.error is not None:
                 # The root cause: a program that saw a cut-short input may
                 # have failed on it, but the input is what was wrong.
-                raise JobFailedError(
-                    f"the ciphertext of dataset {f.dataset!r} fetched from the host is not the "
-                    f"one its owner granted: {f.error}"
-                )
+                raise _ciphertext_error(f.dataset, f.error)
         if program_error is not None:
             raise program_error
         unread = [f.dataset for f in feeders if f.incomplete]
@@ -416,21 +413,12 @@ class EnclaveService:
         self._apply_retention(job)
 
     def _decrypt_to_file(self, ds: str, held: HeldKey, plain: Path) -> None:
-        """Verify and decrypt while the ciphertext streams in (no copy stored)."""
         try:
-            with (
-                self.host.open_blob(blob_name(ds, held.commitment)) as (src, length),
-                plain.open("wb") as dst,
-            ):
-                decrypt_stream(
-                    src, dst, held.key, expected_commitment=held.commitment, source_length=length
-                )
+            with plain.open("wb") as dst:
+                _stream_input(self.host, ds, held, dst)
         except NestorError as exc:
             plain.unlink(missing_ok=True)
-            raise JobFailedError(
-                f"the ciphertext of dataset {ds!r} fetched from the host is not the one its "
-                f"owner granted: {exc.message}"
-            ) from exc
+            raise _ciphertext_error(ds, exc.message) from exc
 
     def _apply_retention(self, job: JobRequest) -> None:
         rule = self.contract.retention
@@ -449,6 +437,27 @@ class EnclaveService:
                 # is what the runtime allows. The log records the destruction.
                 del self.held[ds]
                 self.audit.append("key-destroyed", {"dataset": ds, "reason": rule.destroy_keys})
+
+
+def _stream_input(host: HostLink, ds: str, held: HeldKey, dst: _Writable) -> None:
+    """Verify and decrypt a granted input while its ciphertext streams from
+    the host: no copy of the ciphertext is stored, and the commitment named in
+    the owner's grant must hold."""
+    with host.open_blob(blob_name(ds, held.commitment)) as (src, length):
+        decrypt_stream(
+            src, dst, held.key, expected_commitment=held.commitment, source_length=length
+        )
+
+
+def _ciphertext_error(ds: str, detail: str) -> JobFailedError:
+    return JobFailedError(
+        f"the ciphertext of dataset {ds!r} fetched from the host is not the one its owner "
+        f"granted: {detail}"
+    )
+
+
+class _Writable(Protocol):
+    def write(self, data: memoryview, /) -> int | None: ...
 
 
 class _StoppedError(Exception):
@@ -511,11 +520,7 @@ class _Feeder(threading.Thread):
         t = time.perf_counter()
         sink = _Sink(fd, self.stop)
         try:
-            with self.host.open_blob(blob_name(self.dataset, self.held.commitment)) as (src, n):
-                decrypt_stream(
-                    src, sink, self.held.key,
-                    expected_commitment=self.held.commitment, source_length=n,
-                )  # fmt: skip
+            _stream_input(self.host, self.dataset, self.held, sink)
         except _StoppedError:
             self.incomplete = True
         except NestorError as exc:

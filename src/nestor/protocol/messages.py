@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 import secrets
@@ -752,14 +751,6 @@ def verify_log(
     if head is None:
         raise VerificationError("the log is empty")
     return head
-
-
-def commitment_hex(commitment: str) -> str:
-    return commitment.removeprefix("sha256:")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def blob_name(dataset: str, commitment: str) -> str:
