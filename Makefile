@@ -17,8 +17,8 @@ demo: setup
 test: setup lint typecheck pytest
 
 lint:
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck:
 	$(BIN)/mypy

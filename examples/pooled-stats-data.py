@@ -20,7 +20,7 @@ COLUMNS = ("patient", "age", "ward", "length_of_stay_days", "readmitted")
 
 
 def write_visits(path: Path, rows: int, seed: int, rare: int = 3) -> None:
-    rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
+    rng = random.Random(seed)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)

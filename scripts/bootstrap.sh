@@ -42,5 +42,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 log "installing pinned dependencies (constraints.txt)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt \
-  -e '.[dev]'
+  -e '.[dev,analyses,kubernetes]'
 echo "$want" > "$stamp"

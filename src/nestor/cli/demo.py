@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,9 @@ from typing import Annotated
 
 import typer
 
+from nestor.cli import demo_scenario
 from nestor.cli.console import err, out
+from nestor.cli.demo_scenario import Scenario, ScenarioDataset
 from nestor.cli.enclave import default_programs_dir
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
@@ -100,19 +102,91 @@ def running_host(workspace: Path, contract: Path, env: dict[str, str]) -> Iterat
         log.close()
 
 
+def pooled_stats_scenario(work_dir: Path, *, seed: int, rows: int) -> Scenario:
+    """The default demo: three hospitals pool visit statistics by ward."""
+    programs = examples_dir()
+    datasets = []
+    for i, name in enumerate(PARTIES):
+        path = work_dir / f"visits-{i + 1}.csv"
+        make_visits(path, rows, seed=seed + i + 1)
+        datasets.append(
+            ScenarioDataset(
+                dataset_id=f"visits-{i + 1}",
+                owner=i,
+                description=f"Hospital visits at {name}",
+                fmt="csv",
+                columns=(
+                    ("patient", "string"),
+                    ("age", "integer"),
+                    ("ward", "string"),
+                    ("length_of_stay_days", "float"),
+                    ("readmitted", "integer"),
+                ),
+                path=path,
+            )
+        )
+
+    def describe(party_name: str, files: Mapping[str, Path]) -> list[str]:
+        summary = files.get("summary.csv")
+        lines = summary.read_text().splitlines() if summary else []
+        shown = [f"summary has {max(0, len(lines) - 1)} groups"]
+        if party_name == PARTIES[0]:
+            shown += ["   " + line[:110] for line in lines[:4]]
+        return shown
+
+    return Scenario(
+        name="pooled-stats",
+        title="Length of stay and readmissions by ward",
+        collaboration_id="readmissions-demo",
+        parties=PARTIES,
+        datasets=tuple(datasets),
+        program_id="pooled-stats",
+        bundle=programs / "pooled-stats",
+        entry_point="pooled_stats.main:run",
+        program_description=(
+            "Pooled length of stay and readmission rate by ward, small groups suppressed"
+        ),
+        parameters={
+            "group_by": {"type": "string", "required": False},
+            "value_column": {"type": "string", "required": False},
+        },
+        job_parameters={"group_by": "ward"},
+        recipients=((0, "full"), (1, "own"), (2, "own")),
+        min_group_size=10,
+        describe_result=describe,
+    )
+
+
 def demo(
+    example: Annotated[
+        str,
+        typer.Option(
+            "--example",
+            help="Which collaboration to run: pooled-stats (default), dea, ehr-lstm, "
+            "workforce or mobility-ev (each under examples/NAME/).",
+        ),
+    ] = "pooled-stats",
     workspace: Annotated[
         Path | None,
         typer.Option(help="Keep the demo's files here instead of a temporary directory."),
     ] = None,
-    rows: Annotated[int, typer.Option(help="Rows of synthetic data per party.")] = 50_000,
+    rows: Annotated[
+        int, typer.Option(help="Rows of synthetic data per party (pooled-stats).")
+    ] = 50_000,
+    scale: Annotated[
+        float,
+        typer.Option(help="Size of the other examples' synthetic data, relative to their default."),
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for the synthetic data.")] = 0,
 ) -> None:
     """Run a whole confidential collaboration on this machine, narrated.
 
-    Three hospitals: identities, a signed contract, a real host on loopback,
-    the simulated enclave as its own process, attestation, encrypted upload
-    with key grants, the agreed program, results sealed to each party, and
-    receipts and the audit log verified. Exits 0 when every check passed.
+    Several parties create identities and sign a contract; a real host runs on
+    loopback and its dispatcher starts the simulated enclave as its own
+    process; each party verifies the enclave's evidence, uploads encrypted data
+    with a key grant, the agreed program runs in the sandbox, and each
+    recipient opens its own sealed result and checks the receipt and the audit
+    log. Exits 0 when every check passed.
     """
     started = time.perf_counter()
     tmp = None
@@ -123,7 +197,13 @@ def demo(
         root = workspace
         root.mkdir(parents=True, exist_ok=True)
     try:
-        _run(root, rows)
+        data_dir = root / "generated"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if example == "pooled-stats":
+            scenario = pooled_stats_scenario(data_dir, seed=seed, rows=rows)
+        else:
+            scenario = demo_scenario.load(examples_dir(), example, data_dir, seed=seed, scale=scale)
+        _run(root, scenario)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -131,71 +211,80 @@ def demo(
     out.print("ok")
 
 
-def _run(root: Path, rows: int) -> None:
+def _install_bundle(scenario: Scenario, programs: Path) -> Path:
+    """The operator's program directory: the enclave finds bundles by program id.
+    Caches that running the example's tests may leave are not part of it."""
+    target = programs / scenario.program_id
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(scenario.bundle, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def _run(root: Path, scenario: Scenario) -> None:
     env = {**os.environ, "NESTOR_CONFIG_DIR": str(root / "config")}
     os.environ["NESTOR_CONFIG_DIR"] = env["NESTOR_CONFIG_DIR"]
-    programs = examples_dir()
+    programs = root / "programs"
+    bundle = _install_bundle(scenario, programs)
     env["NESTOR_PROGRAMS_DIR"] = str(programs)
+    names = scenario.parties
+    n = len(names)
 
     _step(1, "Each party creates its identity on its own machine")
-    dirs = [root / f"party-{i + 1}" for i in range(len(PARTIES))]
-    members = [party.init_party(d, name) for d, name in zip(dirs, PARTIES, strict=True)]
+    dirs = [root / f"party-{i + 1}" for i in range(n)]
+    members = [party.init_party(d, name) for d, name in zip(dirs, names, strict=True)]
     for m in members:
         _say(f"{m.card.name}: party id {m.card.party_id[:23]}…  (private keys 0600)")
 
     _step(2, "They exchange party cards and verify each other's self-signatures")
     for i, d in enumerate(dirs):
-        for j in range(len(dirs)):
+        for j in range(n):
             if i != j:
                 party.import_card(d, dirs[j] / party.CARD_FILE)
     _say("every card verified: party id = fingerprint of its signing key, self-signed")
 
-    _step(3, f"{PARTIES[0]} drafts the contract; every party reviews and signs it")
+    submitter = members[scenario.submitter]
+    _step(3, f"{submitter.card.name} drafts the contract; every party reviews and signs it")
     measurement = measure_enclave()
     now = datetime.now(UTC).replace(microsecond=0)
     draft = contracts.new_contract(
-        "Length of stay and readmissions by ward",
-        "readmissions-demo",
+        scenario.title,
+        scenario.collaboration_id,
         not_before=now - timedelta(minutes=5),
         not_after=now + timedelta(days=90),
     )
+    providers = {ds.owner for ds in scenario.datasets}
+    recipients = {i for i, _ in scenario.recipients}
     for i, m in enumerate(members):
-        roles = ["data-provider", "result-recipient"] + (["job-submitter"] if i == 0 else [])
+        roles = (
+            (["data-provider"] if i in providers else [])
+            + (["result-recipient"] if i in recipients else [])
+            + (["job-submitter"] if i == scenario.submitter else [])
+        )
         draft = contracts.add_party(draft, m.card, roles)
-    for i, m in enumerate(members):
+    for ds in scenario.datasets:
         draft = contracts.add_dataset(
             draft,
-            dataset_id=f"visits-{i + 1}",
-            owner=m.card.party_id,
-            description=f"Hospital visits at {m.card.name}",
-            fmt="csv",
-            columns=[
-                ("patient", "string"),
-                ("age", "integer"),
-                ("ward", "string"),
-                ("length_of_stay_days", "float"),
-                ("readmitted", "integer"),
-            ],
+            dataset_id=ds.dataset_id,
+            owner=members[ds.owner].card.party_id,
+            description=ds.description,
+            fmt=ds.fmt,
+            columns=list(ds.columns),
         )
     draft = contracts.add_program(
         draft,
-        program_id="pooled-stats",
-        bundle=programs / "pooled-stats",
-        entry_point="pooled_stats.main:run",
-        description="Pooled length of stay and readmission rate by ward, small groups suppressed",
-        inputs=[f"visits-{i + 1}" for i in range(len(members))],
-        recipients=[(members[0].card.party_id, "full")]
-        + [(m.card.party_id, "own") for m in members[1:]],
-        min_group_size=10,
-        parameters={
-            "group_by": {"type": "string", "required": False},
-            "value_column": {"type": "string", "required": False},
-        },
+        program_id=scenario.program_id,
+        bundle=bundle,
+        entry_point=scenario.entry_point,
+        description=scenario.program_description,
+        inputs=[ds.dataset_id for ds in scenario.datasets],
+        recipients=[(members[i].card.party_id, view) for i, view in scenario.recipients],
+        min_group_size=scenario.min_group_size,
+        parameters={k: dict(v) for k, v in scenario.parameters.items()},
     )
     draft = contracts.set_policy(
         draft,
         platforms=[{"platform": "simulated", "measurements": [measurement]}],
-        submitters=[members[0].card.party_id],
+        submitters=[submitter.card.party_id],
         max_runs=10,
     )
     contract_path = root / "contract.json"
@@ -207,7 +296,8 @@ def _run(root: Path, rows: int) -> None:
     verified = verify_contract(contracts.load_contract(contract_path), now=datetime.now(UTC))
     program_digest = verified.contract.programs[0].digest
     _say(
-        f"in effect: 3 parties, 3 datasets, program pooled-stats {program_digest[:23]}…; "
+        f"in effect: {n} parties, {len(scenario.datasets)} datasets, program "
+        f"{scenario.program_id} {program_digest[:23]}…; "
         f"the enclave must measure {measurement[:16]}… (simulated TEE, accepted by name)"
     )
 
@@ -241,46 +331,48 @@ def _run(root: Path, rows: int) -> None:
         )
 
         _step(6, "Each party encrypts its data locally, uploads ciphertext and grants its key")
-        for i, (m, d) in enumerate(zip(members, dirs, strict=True)):
-            plain = d / "visits.csv"
-            make_visits(plain, rows, seed=i + 1)
+        for ds in scenario.datasets:
+            m, d = members[ds.owner], dirs[ds.owner]
             up = pipeline.upload_dataset(
-                host, m, verified, f"visits-{i + 1}", plain,
+                host, m, verified, ds.dataset_id, ds.path,
                 now=datetime.now(UTC), enclave=enclave, work_dir=d, party_dir=d,
             )  # fmt: skip
             _say(
-                f"{m.card.name}: {plain.stat().st_size:,} bytes → commitment "
+                f"{m.card.name}: {ds.dataset_id}, {ds.path.stat().st_size:,} bytes → commitment "
                 f"{up.commitment[:23]}…, data key sealed with HPKE to the enclave only"
             )
 
-        _step(7, f"{PARTIES[0]} submits the job; the enclave verifies it and runs the program")
-        job_id = pipeline.submit_job(
-            host, members[0], verified, "pooled-stats", {"group_by": "ward"}, now=datetime.now(UTC)
+        _step(
+            7,
+            f"{submitter.card.name} submits the job; the enclave verifies it and runs the program",
         )
-        status = pipeline.wait_job(host, job_id, timeout=120)
+        job_id = pipeline.submit_job(
+            host, submitter, verified, scenario.program_id, dict(scenario.job_parameters),
+            now=datetime.now(UTC),
+        )  # fmt: skip
+        status = pipeline.wait_job(host, job_id, timeout=1800)
         _say(
             f"job {job_id[:12]}… {status.status}: inputs decrypted and checked inside the "
             "enclave, program run in the sandbox (no network, read-only filesystem)"
         )
 
-        _step(8, "Each party fetches its own result, sealed to it, and checks the receipt")
-        for m, d in zip(members, dirs, strict=True):
+        _step(8, "Each recipient fetches its own result, sealed to it, and checks the receipt")
+        for i, _view in scenario.recipients:
+            m, d = members[i], dirs[i]
             files = pipeline.fetch_results(
                 host, m, verified, job_id, enclave=enclave, out_dir=d / "results",
                 log_state=d / "log-heads.json",
             )  # fmt: skip
-            summary = files.get("summary.csv")
-            lines = summary.read_text().splitlines() if summary else []
             _say(
-                f"{m.card.name}: {', '.join(sorted(files))}; summary has {max(0, len(lines) - 1)} "
-                "groups; receipt verified (contract, input commitments, program digest, outputs)"
+                f"{m.card.name}: {', '.join(sorted(files))}; receipt verified "
+                "(contract, input commitments, program digest, outputs)"
             )
-        if summary is not None:
-            for line in summary.read_text().splitlines()[:4]:
-                _say("   " + line[:110])
+            for line in scenario.describe_result(m.card.name, files):
+                _say("   " + line)
 
-        _step(9, "Each party verifies the enclave's audit log against the head it remembers")
-        for m, d in zip(members, dirs, strict=True):
+        _step(9, "Each recipient verifies the enclave's audit log against the head it remembers")
+        for i, _view in scenario.recipients:
+            m, d = members[i], dirs[i]
             head = pipeline.verify_audit_log(host, m, enclave, state_file=d / "log-heads.json")
             _say(f"{m.card.name}: {head.index + 1} entries, hash chain and signatures intact")
     _say("host stopped; the enclave stopped with it and its keys are gone")

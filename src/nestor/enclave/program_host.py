@@ -118,6 +118,11 @@ def _where(tb: TracebackType | None, bundle: Path | None) -> str | None:
     return " <- ".join(reversed(shown))
 
 
+# A program signals bad inputs by raising an exception of its own whose class
+# has this name (programs need not import Nestor); see docs/programs.md.
+INPUT_REJECTION = "InvalidInput"
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     name = type(exc).__name__
@@ -441,6 +446,14 @@ def run(spec_path: Path, reporter: Reporter) -> int:
         except BaseException as exc:
             if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
                 raise  # the file size limit: reported below
+            if type(exc).__name__ == INPUT_REJECTION:
+                # The program's own verdict on its inputs: its message is the
+                # whole story (dataset, column, rule); no code location.
+                raise RunError(
+                    "run",
+                    "input-rejected",
+                    _clip(f"the program {spec.program!r} rejected its inputs: {exc}"),
+                ) from None
             raise RunError(
                 "run",
                 "program-error",

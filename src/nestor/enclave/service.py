@@ -224,8 +224,10 @@ class EnclaveService:
     def poll_once(self, *, worker: str | None = None) -> bool:
         """Take one job if there is one. Returns whether a job was handled."""
         worker = worker or self.keys.keyid
-        self.sync_grants()
         leased = self.host.lease_job(worker, 600, contract=self.contract.digest)
+        # Grants after the lease: every grant a party stored before it queued
+        # the job is then seen (fetching them first raced with a fast client).
+        self.sync_grants()
         if leased is None:
             return False
         job_id = str(leased.get("job_id"))
