@@ -34,14 +34,15 @@ OWNER = "_owner"
 PARAMETERS = ("group_by", "value_column")
 
 
-class InputError(ValueError):
-    """The inputs or parameters do not fit this program."""
+class InvalidInput(ValueError):
+    """The inputs or parameters do not fit this program (the enclave reports
+    an exception of this class name as a rejection of the inputs)."""
 
 
 def _text_parameter(parameters: dict[str, Any], name: str, default: str) -> str:
     value = parameters.get(name, default)
     if not isinstance(value, str) or not value:
-        raise InputError(f"parameter {name!r} must be a non-empty column name (a string)")
+        raise InvalidInput(f"parameter {name!r} must be a non-empty column name (a string)")
     return value
 
 
@@ -50,7 +51,7 @@ def _check_numeric(table: pd.DataFrame, dataset: str, column: str) -> pd.Series:
     if ptypes.is_bool_dtype(series):
         return series.astype("float64")
     if not ptypes.is_numeric_dtype(series):
-        raise InputError(
+        raise InvalidInput(
             f"column {column!r} of dataset {dataset!r} is not numeric (its type is {series.dtype})"
         )
     return series.astype("float64")
@@ -61,19 +62,19 @@ def run(
 ) -> dict[str, pd.DataFrame | dict[str, Any]]:
     unknown = sorted(set(parameters) - set(PARAMETERS))
     if unknown:
-        raise InputError(
+        raise InvalidInput(
             f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(PARAMETERS)})"
         )
     group_by = _text_parameter(parameters, "group_by", DEFAULT_GROUP_BY)
     value = _text_parameter(parameters, "value_column", DEFAULT_VALUE_COLUMN)
     k = int(context.min_group_size)
     if not inputs:
-        raise InputError("no input datasets")
+        raise InvalidInput("no input datasets")
     with_rate = [ds for ds, t in inputs.items() if RATE_COLUMN in t.columns]
     use_rate = len(with_rate) == len(inputs)
     if with_rate and not use_rate:
         missing = sorted(set(inputs) - set(with_rate))
-        raise InputError(
+        raise InvalidInput(
             f"column {RATE_COLUMN!r} is in dataset(s) {', '.join(sorted(with_rate))} but not in "
             f"{', '.join(missing)}: every input must have it, or none"
         )
@@ -82,13 +83,13 @@ def run(
     rows: dict[str, int] = {}
     for dataset, table in sorted(inputs.items()):
         if len(table) == 0:
-            raise InputError(f"dataset {dataset!r} is empty")
+            raise InvalidInput(f"dataset {dataset!r} is empty")
         for column in (group_by, value):
             if column not in table.columns:
-                raise InputError(f"dataset {dataset!r} has no column {column!r}")
+                raise InvalidInput(f"dataset {dataset!r} has no column {column!r}")
         owner = context.owners.get(dataset)
         if not owner:
-            raise InputError(f"dataset {dataset!r} has no owner in the run's context")
+            raise InvalidInput(f"dataset {dataset!r} has no owner in the run's context")
         # Internal column names: group_by may name the value or rate column too.
         part = pd.DataFrame(
             {

@@ -12,7 +12,9 @@ policy says.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import logging
 import os
@@ -490,6 +492,20 @@ class _Sink:
             self._fd = None
 
 
+# A pipe holds 64 KiB by default: a CSV reader asking for 256 KiB at a time
+# then wakes the writer four times per read. Linux lets an unprivileged
+# process grow it to /proc/sys/fs/pipe-max-size (1 MiB by default).
+_PIPE_SIZE = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return
+    with contextlib.suppress(OSError):  # a smaller limit only costs speed
+        fcntl.fcntl(fd, setpipe, _PIPE_SIZE)
+
+
 class _Feeder(threading.Thread):
     """Streams one CSV input: blob → verify/decrypt → FIFO read by the program."""
 
@@ -511,6 +527,7 @@ class _Feeder(threading.Thread):
                 time.sleep(0.005)
                 continue
             os.set_blocking(fd, True)
+            _widen_pipe(fd)
             return fd
         return None
 
