@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from nestor.errors import ConfigurationError
@@ -73,8 +74,8 @@ def available(examples: Path) -> list[str]:
     )
 
 
-def load(examples: Path, name: str, work_dir: Path, *, seed: int, scale: float) -> Scenario:
-    """Imports ``examples/NAME/NAME_scenario.py`` and calls its ``build``."""
+def load_module(examples: Path, name: str) -> ModuleType:
+    """Imports ``examples/NAME/NAME_scenario.py``."""
     path = scenario_module_path(examples, name)
     if not path.is_file():
         known = ", ".join(["pooled-stats", *available(examples)])
@@ -82,6 +83,8 @@ def load(examples: Path, name: str, work_dir: Path, *, seed: int, scale: float) 
             f"there is no example named {name!r} (no {path})", hint=f"known examples: {known}"
         )
     module_name = f"nestor_example_{name.replace('-', '_')}_scenario"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ConfigurationError(f"cannot load the example scenario {path}")
@@ -92,12 +95,20 @@ def load(examples: Path, name: str, work_dir: Path, *, seed: int, scale: float) 
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(path.parent))
+    sys.modules[module_name] = module
+    return module
+
+
+def load(examples: Path, name: str, work_dir: Path, *, seed: int, scale: float) -> Scenario:
+    """The scenario of example NAME: its ``build`` run over ``work_dir``."""
+    module = load_module(examples, name)
     build = getattr(module, "build", None)
     if not callable(build):
-        raise ConfigurationError(f"{path} has no function build(work_dir, *, seed, scale)")
+        raise ConfigurationError(
+            f"{module.__file__} has no function build(work_dir, *, seed, scale)"
+        )
     scenario = build(work_dir, seed=seed, scale=scale)
     if not isinstance(scenario, Scenario):
-        raise ConfigurationError(
-            f"{path}: build() returned {type(scenario).__name__}, not Scenario"
-        )
+        got = type(scenario).__name__
+        raise ConfigurationError(f"{module.__file__}: build() returned {got}, not a Scenario")
     return scenario
