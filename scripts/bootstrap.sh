@@ -18,6 +18,12 @@ if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 # bubblewrap sandboxes enclave programs (no network, read-only filesystem).
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
+# The container dispatcher runs enclaves as OCI containers with podman and
+# runc (crun does not run on every kernel), from a root filesystem that
+# scripts/build-rootfs.sh makes with debootstrap.
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || need_apt+=(runc)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing Debian packages: ${need_apt[*]}"

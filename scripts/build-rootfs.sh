@@ -65,6 +65,11 @@ mapfile -t PACKAGES < <(grep -v '^\s*\(#\|$\)' "$REPO/deploy/container/debian-pa
 
 hash_of() { sha256sum | cut -c1-16; }
 
+# What goes into the wheel: the source tree without build by-products.
+source_files() {
+  find src -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' ! -name '*.pyc' -print0
+}
+
 base_key() {
   {
     sha256sum "$SCRIPT" "$REPO"/deploy/container/* | cut -d' ' -f1
@@ -76,8 +81,7 @@ project_key() {
   {
     base_key
     (cd "$REPO" && sha256sum constraints.txt pyproject.toml README.md)
-    (cd "$REPO" && find src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 |
-      LC_ALL=C sort -z | xargs -0 sha256sum)
+    (cd "$REPO" && source_files | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | hash_of
 }
 
@@ -169,8 +173,12 @@ EOF
 build_project() {
   local root="$WORK/rootfs" wheels="$WORK/wheels" started=$SECONDS
   log "building the project wheel and fetching its dependencies"
-  mkdir -p "$wheels"
-  "$PY" -m pip wheel -q --no-deps -w "$wheels" "$REPO" >&2
+  mkdir -p "$wheels" "$WORK/source"
+  # A clean copy: building in the work tree would leave build/ and
+  # *.egg-info behind there, and pick up whatever by-products it has.
+  (cd "$REPO" && cp pyproject.toml README.md "$WORK/source/" &&
+    source_files | xargs -0 cp --parents -t "$WORK/source")
+  "$PY" -m pip wheel -q --no-deps -w "$wheels" "$WORK/source" >&2
   local wheel
   wheel=$(ls "$wheels"/nestor-*.whl)
   "$PY" -m pip download -q --only-binary=:all: -c "$REPO/constraints.txt" -d "$wheels" \
@@ -199,6 +207,7 @@ build_project() {
   mv "$root/etc/nestor-rootfs/manifest.tmp" "$root/etc/nestor-rootfs/manifest.txt"
   rm -rf "$OUT"
   mv "$root" "$OUT"
+  touch "$OUT"  # cp -a kept the base's date; pruning goes by this one
   log "rootfs ready in $((SECONDS - started)) s: $OUT"
 }
 

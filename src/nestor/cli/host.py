@@ -6,12 +6,17 @@ import shlex
 import signal
 import socket
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nestor.errors import NestorError
+
+if TYPE_CHECKING:
+    from nestor.host.dispatch_kubernetes import KubernetesDispatcher
+    from nestor.host.dispatcher import LocalDispatcher
 
 app = typer.Typer(
     help="Run the untrusted host: HTTP API, store, queue, dispatcher.", no_args_is_help=True
@@ -23,6 +28,14 @@ class ServeError(NestorError):
     data directory is unusable."""
 
     exit_code = 2
+
+
+class DispatcherKind(StrEnum):
+    """Where the enclaves this host starts run."""
+
+    local = "local"  # a process on this machine
+    container = "container"  # an OCI container on this machine (podman)
+    kubernetes = "kubernetes"  # a Kubernetes Job per enclave worker, from a PodTemplate
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -99,6 +112,35 @@ def _log_config(level: str, access_log: bool) -> dict[str, Any]:
     }
 
 
+def _container_dispatcher(
+    data_dir: Path,
+    host_url: str,
+    *,
+    rootfs: Path | None,
+    programs: Path | None,
+    network: str,
+    memory: str | None,
+    cpus: float | None,
+) -> LocalDispatcher:
+    from nestor.cli.enclave import default_programs_dir
+    from nestor.host.dispatch_container import ContainerDispatcher, ContainerOptions
+
+    if rootfs is None:
+        raise ServeError(
+            "--dispatcher container needs --rootfs (or $NESTOR_ROOTFS)",
+            hint="build it with scripts/build-rootfs.sh, which prints its path",
+        )
+    options = ContainerOptions(
+        rootfs=rootfs,
+        programs_dir=programs or default_programs_dir(),
+        state_dir=data_dir / "enclaves",
+        network=network,
+        memory=memory,
+        cpus=cpus,
+    )
+    return ContainerDispatcher(host_url, options)
+
+
 @app.command()
 def serve(
     data_dir: Annotated[
@@ -147,6 +189,80 @@ def serve(
             help="Enclave command template (shell words; {host}, {contract}, {tee}).",
         ),
     ] = None,
+    dispatcher_kind: Annotated[
+        DispatcherKind,
+        typer.Option(
+            "--dispatcher",
+            help="How --enclave-contract's enclave runs: local (a process), container "
+            "(an OCI container with podman, from --rootfs) or kubernetes (a Job built from "
+            "the --k8s-pod-template PodTemplate, through the in-cluster API).",
+        ),
+    ] = DispatcherKind.local,
+    rootfs: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="NESTOR_ROOTFS",
+            file_okay=False,
+            help="Container dispatcher: the enclave root filesystem (scripts/build-rootfs.sh "
+            "builds it and prints its path).",
+        ),
+    ] = None,
+    programs: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Container dispatcher: the program bundles, bound read-only into the "
+            "container (default: $NESTOR_PROGRAMS_DIR, else examples/ beside the source).",
+        ),
+    ] = None,
+    container_network: Annotated[
+        str, typer.Option(help="Container dispatcher: podman's --network.")
+    ] = "host",
+    container_host_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Container dispatcher: this host's URL as the container reaches it "
+            "(default: the listening address, which --container-network host reaches)."
+        ),
+    ] = None,
+    container_memory: Annotated[
+        str | None, typer.Option(help="Container dispatcher: memory limit, e.g. 8g.")
+    ] = None,
+    container_cpus: Annotated[
+        float | None, typer.Option(help="Container dispatcher: CPU limit.", min=0.01)
+    ] = None,
+    k8s_namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="Kubernetes dispatcher: the namespace of the Jobs (default: this pod's)."
+        ),
+    ] = None,
+    k8s_pod_template: Annotated[
+        str, typer.Option(help="Kubernetes dispatcher: the enclave worker's PodTemplate.")
+    ] = "nestor-enclave-worker",
+    k8s_host_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Kubernetes dispatcher: this host's URL as enclave pods reach it "
+            "(default: NESTOR_HOST_URL in the PodTemplate)."
+        ),
+    ] = None,
+    k8s_instance: Annotated[
+        str,
+        typer.Option(
+            help="Kubernetes dispatcher: label that tells hosts sharing a namespace apart."
+        ),
+    ] = "nestor",
+    k8s_active_deadline: Annotated[
+        int, typer.Option(help="Kubernetes dispatcher: a worker Job's deadline, seconds.", min=1)
+    ] = 7 * 24 * 3600,
+    k8s_backoff_limit: Annotated[
+        int, typer.Option(help="Kubernetes dispatcher: pod retries inside one Job.", min=0)
+    ] = 0,
+    k8s_ttl: Annotated[
+        int,
+        typer.Option(help="Kubernetes dispatcher: seconds a finished Job is kept.", min=0),
+    ] = 3600,
 ) -> None:
     """Serve the host API until SIGTERM or Ctrl-C.
 
@@ -164,6 +280,8 @@ def serve(
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ServeError(f"--log-level {log_level!r}: use debug, info, warning or error")
     host, port = parse_listen(listen)
+    if dispatcher_kind is not DispatcherKind.local and enclave_contract is None:
+        raise ServeError(f"--dispatcher {dispatcher_kind.value} needs --enclave-contract")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -174,13 +292,48 @@ def serve(
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
 
-    dispatcher = None
-    if enclave_contract is not None:
-        dispatcher = LocalDispatcher(
-            _local_url(host, port),
-            command=shlex.split(enclave_command) if enclave_command else DEFAULT_COMMAND,
-        )
-        dispatcher.add(enclave_contract.resolve(), tee=tee)
+    dispatcher: LocalDispatcher | KubernetesDispatcher | None = None
+    try:
+        if enclave_contract is not None and dispatcher_kind is DispatcherKind.kubernetes:
+            from nestor.host.dispatch_kubernetes import KubernetesDispatcher, store_failure_hook
+
+            dispatcher = KubernetesDispatcher(
+                k8s_host_url,
+                namespace=k8s_namespace,
+                pod_template=k8s_pod_template,
+                instance=k8s_instance,
+                active_deadline_seconds=k8s_active_deadline,
+                backoff_limit=k8s_backoff_limit,
+                ttl_seconds_after_finished=k8s_ttl,
+                on_failure=store_failure_hook(store),
+            )
+        elif enclave_contract is not None and dispatcher_kind is DispatcherKind.container:
+            dispatcher = _container_dispatcher(
+                data_dir,
+                container_host_url or _local_url(host, port),
+                rootfs=rootfs,
+                programs=programs,
+                network=container_network,
+                memory=container_memory,
+                cpus=container_cpus,
+            )
+        elif enclave_contract is not None:
+            dispatcher = LocalDispatcher(
+                _local_url(host, port),
+                command=shlex.split(enclave_command) if enclave_command else DEFAULT_COMMAND,
+            )
+        if dispatcher is not None and enclave_contract is not None:
+            dispatcher.add(enclave_contract.resolve(), tee=tee)
+        if dispatcher_kind is DispatcherKind.kubernetes and dispatcher is not None:
+            # Reach the API (RBAC, the PodTemplate) before serving, so that a
+            # misconfigured cluster ends here with its diagnosis instead of in
+            # uvicorn's startup traceback. The listening socket queues early
+            # enclave connections until uvicorn accepts them.
+            dispatcher.start_all()
+    except NestorError:
+        sock.close()
+        store.close()
+        raise
 
     config = uvicorn.Config(
         create_app(store, blobs, dispatcher=dispatcher, max_json_bytes=max_json_size),
@@ -198,11 +351,15 @@ def serve(
             raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _sigterm)
-    typer.echo(f"listening on {_url(host, port)}")
-    sys.stdout.flush()
     try:
+        typer.echo(f"listening on {_url(host, port)}")
+        sys.stdout.flush()
         server.run(sockets=[sock])
     finally:
+        if dispatcher is not None:
+            # Also when a signal ended the process before uvicorn ran the
+            # app's shutdown (the Kubernetes workers were started above).
+            dispatcher.stop_all()
         sock.close()
         store.close()
     if not server.started:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from nestor import __version__
-from nestor.cli import attest, contract, data, demo, enclave, host, party, pipeline
+from nestor.cli import attest, contract, data, demo, deploy, enclave, host, party, pipeline
 from nestor.cli.console import err
 from nestor.errors import NestorError
 
@@ -33,6 +33,7 @@ app.add_typer(contract.app, name="contract")
 app.add_typer(attest.app, name="attest")
 app.add_typer(enclave.app, name="enclave")
 app.add_typer(host.app, name="host")
+app.add_typer(deploy.app, name="deploy")
 app.add_typer(pipeline.job_app, name="job")
 app.add_typer(pipeline.results_app, name="results")
 app.add_typer(pipeline.receipt_app, name="receipt")

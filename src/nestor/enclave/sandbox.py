@@ -36,6 +36,15 @@ rewrites JSON outputs canonically. Failures raise :class:`ProgramError`
 sandbox itself cannot run). If bubblewrap is missing the run is refused;
 ``insecure_no_sandbox=True`` runs the same host without bubblewrap, for
 testing program logic only.
+
+Where namespaces cannot be created (a hardened Kubernetes pod), bubblewrap
+cannot start; the second backend, ``nestor.enclave.sandbox_landlock``,
+confines the program with Landlock, seccomp and dropped capabilities
+instead. ``run_program(backend=...)`` or ``$NESTOR_SANDBOX`` chooses:
+``bwrap`` (the default), ``landlock``, or ``auto`` (bubblewrap if a probe
+run works, else Landlock). Falling back is opt-in because the Landlock
+backend is the weaker one (no private /tmp, /proc or pid namespace;
+docs/programs.md, "The Landlock backend").
 """
 
 from __future__ import annotations
@@ -62,6 +71,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from nestor.enclave import sandbox_landlock
+from nestor.enclave.sandbox_landlock import Rule
 from nestor.errors import CanonicalEncodingError, NestorError
 from nestor.protocol import canonical
 from nestor.simtee.vendor import config_dir
@@ -75,8 +86,11 @@ __all__ = [
     "SandboxError",
     "SandboxResult",
     "Timings",
+    "bwrap_problem",
+    "choose_backend",
     "default_hide_paths",
     "find_bwrap",
+    "landlock_rules",
     "run_program",
     "sandbox_command",
     "seccomp_filter",
@@ -89,6 +103,16 @@ OUTPUT_FILE: Final = re.compile(r"([a-z0-9_-]{1,64})\.(csv|json)")
 TAIL_CHARS: Final = 4000
 SANDBOX_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 INSTALL_HINT: Final = "apt-get install bubblewrap (scripts/bootstrap.sh does it)"
+BACKEND_ENV: Final = "NESTOR_SANDBOX"
+BACKENDS: Final = ("auto", "bwrap", "landlock")
+DEFAULT_BACKEND: Final = "bwrap"
+# What the Landlock backend lets every program read (and execute): the system's
+# libraries and tools; the Python installation is added per run. /etc, /var,
+# /home, /root, /run, /tmp, /proc and /sys stay out of reach.
+LANDLOCK_SYSTEM: Final = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+LANDLOCK_SYSTEM_FILES: Final = ("/etc/ld.so.cache", "/etc/localtime")
+LANDLOCK_DEVICES_RW: Final = ("/dev/null",)
+LANDLOCK_DEVICES_RO: Final = ("/dev/zero", "/dev/urandom", "/dev/random")
 # Directories the sandbox replaces with its own private, empty mounts.
 PRIVATE_ROOTS: Final = ("/tmp", "/run", "/dev", "/proc")  # noqa: S108
 # Credential stores under the home directory that a program has no business reading.
@@ -245,9 +269,10 @@ class SandboxResult:
     stderr_tail: str
     timings: Timings
     sandboxed: bool
-    network: str  # "none" (no interface), "loopback only", or "host (insecure)"
+    network: str  # "none" (no interface), "loopback only", "no sockets", "host (insecure)"
     process_limit: str  # which mechanism enforced max_processes
     command: tuple[str, ...]
+    backend: str  # "bwrap", "landlock", or "none" (insecure_no_sandbox)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -262,6 +287,113 @@ def find_bwrap() -> str | None:
     """The bubblewrap executable, or None."""
     found = shutil.which("bwrap", path=os.environ.get("PATH", "") + os.pathsep + SANDBOX_PATH)
     return found
+
+
+# bwrap executable → None if a probe run worked, else why it did not. Probed
+# once per process: the answer changes only with the pod's security settings.
+_BWRAP_PROBES: dict[str, str | None] = {}
+
+
+def bwrap_problem(bwrap: str) -> str | None:
+    """None if ``bwrap`` can build a sandbox here (namespaces included), else
+    the reason it cannot, from a probe run that is made once per process."""
+    if bwrap in _BWRAP_PROBES:
+        return _BWRAP_PROBES[bwrap]
+    command = [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--",
+        # The interpreter, not /bin/true: a sandbox that cannot start Python is no use.
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        "",
+    ]
+    problem: str | None
+    try:
+        probe = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={"PATH": SANDBOX_PATH},
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        problem = f"{bwrap} cannot run: {exc}"
+    else:
+        lines = probe.stderr.decode("utf-8", "replace").strip().splitlines()
+        problem = (
+            None
+            if probe.returncode == 0
+            else (lines[-1] if lines else f"{bwrap} exited with status {probe.returncode}")
+        )
+    _BWRAP_PROBES[bwrap] = problem
+    return problem
+
+
+def choose_backend(program: str, backend: str | None = None) -> tuple[str, str | None]:
+    """The sandbox backend for a run: ``("bwrap", path)`` or ``("landlock", None)``.
+
+    ``backend`` (else ``$NESTOR_SANDBOX``, else ``bwrap``) is ``bwrap``,
+    ``landlock`` or ``auto`` (bubblewrap when a probe run works, else Landlock).
+    Raises :class:`SandboxError`, naming what is missing, when the chosen
+    backend (for ``auto``: either) cannot run here."""
+    chosen = backend if backend is not None else os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    if chosen not in BACKENDS:
+        raise SandboxError(
+            f"cannot run program {program!r}: unknown sandbox backend {chosen!r}",
+            hint=f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}",
+        )
+    if chosen == "bwrap":
+        bwrap = find_bwrap()
+        if bwrap is None:
+            raise SandboxError(
+                f"cannot run program {program!r}: bubblewrap is not installed "
+                "(apt-get install bubblewrap)",
+                hint=f"{INSTALL_HINT}, or set {BACKEND_ENV}=landlock (or auto) where "
+                "namespaces are not allowed; programs never run without a sandbox",
+            )
+        return "bwrap", bwrap
+    if chosen == "auto":
+        bwrap = find_bwrap()
+        problem = bwrap_problem(bwrap) if bwrap is not None else None
+        if bwrap is not None and problem is None:
+            return "bwrap", bwrap
+        why_not_bwrap = (
+            "bubblewrap is not installed (apt-get install bubblewrap)"
+            if bwrap is None
+            else f"bubblewrap cannot create its sandbox here ({problem})"
+        )
+        landlock_problem = sandbox_landlock.unavailable_reason()
+        if landlock_problem is not None:
+            raise SandboxError(
+                f"cannot run program {program!r}: no sandbox is available: {why_not_bwrap}, "
+                f"and the Landlock sandbox cannot run: {landlock_problem}",
+                hint="install bubblewrap and allow user namespaces, or run the enclave on a "
+                "kernel with Landlock enabled; programs never run without a sandbox",
+            )
+        return "landlock", None
+    landlock_problem = sandbox_landlock.unavailable_reason()
+    if landlock_problem is not None:
+        raise SandboxError(
+            f"cannot run program {program!r}: the Landlock sandbox cannot run: {landlock_problem}",
+            hint=f"set {BACKEND_ENV}=bwrap where bubblewrap works; "
+            "programs never run without a sandbox",
+        )
+    return "landlock", None
 
 
 def default_hide_paths() -> tuple[Path, ...]:
@@ -520,12 +652,49 @@ def sandbox_command(
     return args
 
 
-def _sandbox_env(limits: Limits) -> dict[str, str]:
+def landlock_rules(spec: ProgramSpec, spec_file: Path, scratch: Path, limits: Limits) -> list[Rule]:
+    """What a program may touch under the Landlock backend (an allowlist).
+
+    Refuses (SandboxError) a hidden path that lies inside an allowed one:
+    Landlock can only grant, so it could not hide it."""
+    rules = [Rule(Path(p), sandbox_landlock.READ_EXEC, required=False) for p in LANDLOCK_SYSTEM]
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    rules += [Rule(Path(p), sandbox_landlock.READ_EXEC) for p in sorted(python)]
+    rules.append(Rule(Path(os.path.realpath(sys.executable)), sandbox_landlock.READ_EXEC))
+    rules += [Rule(Path(p), sandbox_landlock.READ, required=False) for p in LANDLOCK_SYSTEM_FILES]
+    rules += [
+        Rule(Path(p), sandbox_landlock.DEVICE_RW, required=False) for p in LANDLOCK_DEVICES_RW
+    ]
+    rules += [Rule(Path(p), sandbox_landlock.READ, required=False) for p in LANDLOCK_DEVICES_RO]
+    readable = [HOST_SCRIPT, spec.bundle.resolve(), spec_file]
+    readable += [f.path.resolve() for f in spec.inputs.values()]
+    rules += [Rule(p, sandbox_landlock.READ) for p in readable]
+    rules += [
+        Rule(spec.output_dir.resolve(), sandbox_landlock.WRITE),
+        Rule(scratch, sandbox_landlock.WRITE),
+    ]
+    allowed = [os.path.realpath(r.path) for r in rules if os.path.lexists(r.path)]
+    for hidden in (*default_hide_paths(), *limits.hide_paths):
+        real = os.path.realpath(hidden)
+        inside = [a for a in allowed if _under(Path(real), [a])]
+        if inside and os.path.lexists(real):
+            raise SandboxError(
+                f"program {spec.program!r}: the Landlock sandbox cannot hide {real}: it lies "
+                f"inside {inside[0]}, which programs may read",
+                hint="move the secret out of the Python installation, the bundle and the "
+                "system directories, or use the bubblewrap backend",
+            )
+    return rules
+
+
+def _sandbox_env(limits: Limits, tmp: str = "/tmp") -> dict[str, str]:  # noqa: S108
+    """The program's whole environment; ``tmp`` is its scratch directory
+    (bubblewrap's private tmpfs at /tmp, or the Landlock backend's directory)."""
     threads = str(max(1, limits.threads))
     return {
         "PATH": SANDBOX_PATH,
-        "HOME": "/tmp",  # noqa: S108 - the sandbox's private tmpfs
-        "TMPDIR": "/tmp",  # noqa: S108
+        "HOME": tmp,
+        "TMPDIR": tmp,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "OMP_NUM_THREADS": threads,
@@ -542,8 +711,16 @@ def _sandbox_env(limits: Limits) -> dict[str, str]:
 _CLONE_NEWNET: Final = 0x40000000
 
 
-def _preexec(limits: Limits, *, unshare_net: bool, cgroup_fd: int | None) -> Callable[[], None]:
-    """Runs in the child between fork and exec: limits, cgroup, network namespace."""
+def _preexec(
+    limits: Limits,
+    *,
+    unshare_net: bool,
+    cgroup_fd: int | None,
+    confine: Callable[[], None] | None = None,
+) -> Callable[[], None]:
+    """Runs in the child between fork and exec: limits, cgroup, network
+    namespace, then (Landlock backend) the confinement, which must come last:
+    it takes away the rights the steps before it need."""
     libc = ctypes.CDLL(None, use_errno=True) if unshare_net else None
     cpu = limits.effective_cpu_time_s()
     mem = limits.memory_mb * 1024 * 1024
@@ -561,6 +738,8 @@ def _preexec(limits: Limits, *, unshare_net: bool, cgroup_fd: int | None) -> Cal
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no plaintext in core dumps
+        if confine is not None:
+            confine()
 
     return apply
 
@@ -610,25 +789,23 @@ def _fmt_s(seconds: float) -> str:
 
 
 def run_program(
-    spec: ProgramSpec, *, limits: Limits, insecure_no_sandbox: bool = False
+    spec: ProgramSpec,
+    *,
+    limits: Limits,
+    insecure_no_sandbox: bool = False,
+    backend: str | None = None,
 ) -> SandboxResult:
     """Run ``spec`` in the sandbox under ``limits``; return its checked outputs.
 
-    Raises :class:`ProgramError` when the program fails, exceeds a limit or
-    returns bad outputs, and :class:`SandboxError` when the sandbox cannot run
-    (bubblewrap missing included). ``insecure_no_sandbox`` runs the program
-    host with the same limits but *without* bubblewrap: for tests of program
-    logic only, never for real data."""
+    ``backend`` is ``bwrap``, ``landlock`` or ``auto`` (default: ``$NESTOR_SANDBOX``,
+    else ``bwrap``; see :func:`choose_backend`). Raises :class:`ProgramError`
+    when the program fails, exceeds a limit or returns bad outputs, and
+    :class:`SandboxError` when the sandbox cannot run (bubblewrap missing
+    included). ``insecure_no_sandbox`` runs the program host with the same
+    limits but *without* a sandbox: for tests of program logic only, never for
+    real data."""
     t0 = time.time()
-    bwrap = None
-    if not insecure_no_sandbox:
-        bwrap = find_bwrap()
-        if bwrap is None:
-            raise SandboxError(
-                f"cannot run program {spec.program!r}: bubblewrap is not installed "
-                "(apt-get install bubblewrap)",
-                hint=f"{INSTALL_HINT}; programs never run without the sandbox",
-            )
+    chosen, bwrap = ("none", None) if insecure_no_sandbox else choose_backend(spec.program, backend)
     _check_spec(spec)
     with tempfile.TemporaryDirectory(prefix="nestor-run-") as tmp:
         run_dir = Path(tmp)
@@ -636,7 +813,7 @@ def run_program(
         spec_file.write_text(json.dumps(spec.to_json(), sort_keys=True), encoding="utf-8")
         empty_file = run_dir / "empty"
         empty_file.write_bytes(b"")
-        return _run(spec, limits, bwrap, run_dir, spec_file, empty_file, t0)
+        return _run(spec, limits, chosen, bwrap, run_dir, spec_file, empty_file, t0)
 
 
 def _check_spec(spec: ProgramSpec) -> None:
@@ -664,14 +841,15 @@ def _check_spec(spec: ProgramSpec) -> None:
 def _run(
     spec: ProgramSpec,
     limits: Limits,
+    backend: str,
     bwrap: str | None,
     run_dir: Path,
     spec_file: Path,
     empty_file: Path,
     t0: float,
 ) -> SandboxResult:
-    sandboxed = bwrap is not None
-    own_netns = sandboxed and _cap_sys_admin()
+    sandboxed = backend != "none"
+    own_netns = bwrap is not None and _cap_sys_admin()
     cgroup = _PidsCgroup.create(limits.max_processes) if os.geteuid() == 0 else None
     if cgroup is not None:
         process_limit = f"pids cgroup ({limits.max_processes} tasks)"
@@ -680,9 +858,25 @@ def _run(
     else:
         process_limit = f"RLIMIT_NPROC ({limits.max_processes}, per user)"
     stdout_path, stderr_path = run_dir / "stdout", run_dir / "stderr"
+    confinement: sandbox_landlock.Confinement | None = None
+    env = _sandbox_env(limits) if bwrap is None else {"PATH": SANDBOX_PATH}
     try:
+        if backend == "landlock":
+            # No private tmpfs without a mount namespace: the program's /tmp is
+            # a directory of this run, removed with it.
+            scratch = run_dir / "tmp"
+            scratch.mkdir(mode=0o700)
+            env = _sandbox_env(limits, str(scratch))
+            rules = landlock_rules(spec, spec_file, scratch, limits)
+            try:
+                confinement = sandbox_landlock.Confinement.prepare(rules)
+            except sandbox_landlock.LandlockError as exc:
+                raise SandboxError(
+                    f"the Landlock sandbox for program {spec.program!r} could not be "
+                    f"prepared: {exc}"
+                ) from None
         while True:
-            seccomp = seccomp_filter() if sandboxed else None
+            seccomp = seccomp_filter() if bwrap is not None else None
             seccomp_r = _pipe_with(seccomp) if seccomp is not None else None
             if bwrap is not None:
                 command = sandbox_command(
@@ -706,17 +900,32 @@ def _run(
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=err,
-                        env=_sandbox_env(limits) if not sandboxed else {"PATH": SANDBOX_PATH},
+                        env=env,
                         cwd=str(spec.output_dir),
                         start_new_session=True,
                         close_fds=True,
                         pass_fds=(seccomp_r,) if seccomp_r is not None else (),
-                        preexec_fn=_preexec(limits, unshare_net=own_netns, cgroup_fd=cgroup_fd),
+                        preexec_fn=_preexec(
+                            limits,
+                            unshare_net=own_netns,
+                            cgroup_fd=cgroup_fd,
+                            confine=confinement.apply_in_child if confinement else None,
+                        ),
                     )
             except subprocess.SubprocessError as exc:
                 if own_netns:  # could not make our own namespace: let bwrap make one
                     own_netns = False
                     continue
+                said = [
+                    ln.removeprefix("nestor-sandbox: ")
+                    for ln in _tail(stderr_path).splitlines()
+                    if ln.startswith("nestor-sandbox: ")
+                ]
+                if confinement is not None and said:
+                    raise SandboxError(
+                        f"the Landlock sandbox for program {spec.program!r} could not start: "
+                        f"{said[-1]}"
+                    ) from None
                 raise SandboxError(
                     f"cannot start the sandbox for program {spec.program!r}: setting its "
                     f"limits failed ({exc})"
@@ -729,6 +938,8 @@ def _run(
                 for fd in (seccomp_r, cgroup_fd):
                     if fd is not None:
                         os.close(fd)
+                if confinement is not None:
+                    confinement.close()
             break
         with _killing(proc):
             waited = _wait(proc, limits.wall_time_s)
@@ -739,8 +950,11 @@ def _run(
             status = waited
         if cgroup is not None:
             cgroup.kill_all()
-        if not sandboxed:
-            _kill_group(proc)  # stragglers the program may have left
+        if bwrap is None:
+            # Stragglers the program may have left. Without a pid namespace this
+            # is what ends them; the Landlock backend's seccomp filter refuses
+            # setsid/setpgid, so none can leave the group.
+            _kill_group(proc)
         t_end = time.time()
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
@@ -756,8 +970,10 @@ def _run(
     stdout_tail = stdout_rest[-TAIL_CHARS:]
     if own_netns:
         network = "none"
-    elif sandboxed:
+    elif bwrap is not None:
         network = "loopback only"
+    elif backend == "landlock":
+        network = "no sockets"
     else:
         network = "host (insecure)"
 
@@ -776,12 +992,13 @@ def _run(
     if timed_out:
         raise fail(f"{label} exceeded its {_fmt_s(limits.wall_time_s)} s time limit", "time-limit")
     if report is None:
-        signame = _signal_name(status, sandboxed)
+        signame = _signal_name(status, bwrap is not None)
         bwrap_lines = [ln for ln in stderr_tail.splitlines() if ln.startswith("bwrap:")]
-        if sandboxed and status == 1 and bwrap_lines:
+        if bwrap is not None and status == 1 and bwrap_lines:
             raise SandboxError(
                 f"the sandbox for program {spec.program!r} could not start: {bwrap_lines[-1]}",
-                hint="bubblewrap needs user or mount namespaces; see docs/programs.md",
+                hint=f"bubblewrap needs user or mount namespaces; where they are not allowed, "
+                f"set {BACKEND_ENV}=auto or landlock (docs/programs.md)",
             )
         if signame == "SIGXCPU" or (
             signame == "SIGKILL" and cpu_s >= limits.effective_cpu_time_s() - 0.5
@@ -832,6 +1049,7 @@ def _run(
         network=network,
         process_limit=process_limit,
         command=tuple(command),
+        backend=backend,
     )
 
 

@@ -1,0 +1,1 @@
+"""Data Envelopment Analysis of retail sites pooled across retailers (a Nestor program)."""
