@@ -407,6 +407,28 @@ def test_the_memory_limit_stops_a_2_gb_allocation(tmp_path: Path) -> None:
 
 
 @needs_bwrap
+@pytest.mark.parametrize("memory_mb", [256, 512])
+def test_a_native_library_out_of_address_space_is_the_memory_limit(
+    tmp_path: Path, memory_mb: int
+) -> None:
+    # torch with little address space: at 256 MB the dynamic loader cannot
+    # map libtorch (an ImportError), at 512 MB a tensor's allocation fails
+    # (RuntimeError: std::bad_alloc). Both must read as the memory limit, not
+    # as a broken program.
+    err = failure(
+        tmp_path,
+        """
+        def run(inputs, parameters, context):
+            import torch
+            return {"t": {"n": int(torch.zeros(4096, 4096).numel())}}
+        """,
+        Limits(wall_time_s=60, memory_mb=memory_mb),
+    )
+    assert err.kind == "memory-limit", err.message
+    assert f"{memory_mb} MB memory limit" in err.message
+
+
+@needs_bwrap
 def test_the_file_size_limit_stops_a_large_write(tmp_path: Path) -> None:
     err = failure(
         tmp_path,

@@ -150,7 +150,15 @@ def test_backoff_grows_while_an_enclave_keeps_crashing(env: Env) -> None:
     d = env.dispatcher("crash", backoff_initial=0.1, backoff_max=0.4, poll_interval=0.02)
     d.add(env.contract)
     d.start_all()
-    wait_for(lambda: len(env.starts()) >= 5)
+    # Stop during a backoff pause: stopping a just-started stand-in before it
+    # crashes would record SIGTERM (-15) instead of its exit status.
+    wait_for(
+        lambda: (
+            len(env.starts()) >= 5
+            and not d.processes()[0].running
+            and d.processes()[0].last_returncode == 3
+        )
+    )
     d.stop_all()
     assert d.processes()[0].last_returncode == 3
     t = [s["t"] for s in env.starts()]

@@ -216,7 +216,8 @@ def start_with_enclave(tmp_path: Path, hosts: list[Host]) -> tuple[Host, dict[st
     command = f"{sys.executable} {script} {record} {{host}} {{contract}} {{tee}}"
     h = Host(tmp_path / "data", "--enclave-contract", contract, "--enclave-command", command)
     hosts.append(h)
-    wait_for(record.exists)
+    # The stand-in creates the file before it writes its line: wait for the line.
+    wait_for(lambda: record.exists() and record.read_text().endswith("\n"))
     started: dict[str, Any] = json.loads(record.read_text())
     return h, started, contract
 

@@ -123,6 +123,22 @@ def _where(tb: TracebackType | None, bundle: Path | None) -> str | None:
 INPUT_REJECTION = "InvalidInput"
 
 
+# Native libraries report the address-space limit in their own words: the
+# dynamic loader cannot map a shared object (ImportError), torch's allocator
+# or C++ new cannot allocate (RuntimeError). All are the memory limit, not a
+# bug in the program.
+_OOM_PHRASES: Final = (
+    "failed to map segment from shared object",
+    "can't allocate memory",
+    "std::bad_alloc",
+)
+
+
+def _out_of_address_space(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, ImportError | RuntimeError) and any(p in text for p in _OOM_PHRASES)
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     name = type(exc).__name__
@@ -285,6 +301,8 @@ def load_entry_point(spec: Spec) -> Callable[..., Any]:
             where=_where(exc.__traceback__, bundle),
         ) from None
     except BaseException as exc:
+        if _out_of_address_space(exc):
+            raise MemoryError(str(exc)) from None
         raise RunError(
             "import",
             "import-error",
@@ -446,6 +464,8 @@ def run(spec_path: Path, reporter: Reporter) -> int:
         except BaseException as exc:
             if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
                 raise  # the file size limit: reported below
+            if _out_of_address_space(exc):
+                raise MemoryError(str(exc)) from None
             if type(exc).__name__ == INPUT_REJECTION:
                 # The program's own verdict on its inputs: its message is the
                 # whole story (dataset, column, rule); no code location.
