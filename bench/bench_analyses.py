@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from benchlib import host_process
 from nestor.cli import demo_scenario
 from nestor.cli.demo_scenario import Scenario
 from nestor.client import contracts, party, pipeline
@@ -41,10 +42,6 @@ from nestor.enclave import runner as runner_mod
 from nestor.enclave.host_link import HostLink
 from nestor.enclave.service import EnclaveService
 from nestor.enclave.tee import select_producer
-from nestor.host.app import create_app
-from nestor.host.blobs import BlobStore
-from nestor.host.store import Store
-from nestor.host.testing import live_server
 from nestor.protocol.contract import verify_contract
 from nestor.simtee.measure import measure_enclave
 from nestor.simtee.vendor import load_vendor_public_key
@@ -155,10 +152,9 @@ def measure(name: str, work: Path, scale: float, rounds: int, settle: float) -> 
     owners = {ds.dataset_id: members[ds.owner].card.party_id for ds in s.datasets}
     size = sum(ds.path.stat().st_size for ds in s.datasets)
 
-    store = Store(f"sqlite:///{work / 'host.db'}")
     plains: list[float] = []
     jobs: list[tuple[float, dict[str, float]]] = []
-    with live_server(create_app(store, BlobStore(work / "blobs"))) as url:
+    with host_process(work) as url:
         host = HostClient(url, timeout=600)
         host.put_contract(verified.contract.envelope.to_json())
         service = EnclaveService(
@@ -196,7 +192,6 @@ def measure(name: str, work: Path, scale: float, rounds: int, settle: float) -> 
             if status.status != "done":
                 raise SystemExit(f"{name}: job failed: {status.error}")
             jobs.append((job_s, {**service.last_timings, **runner_mod.LAST_TIMINGS}))
-    store.close()
     best = min(jobs, key=lambda j: j[0])
     return Measured(name, size, plains, [j[0] for j in jobs], best[1])
 
