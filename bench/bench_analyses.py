@@ -199,7 +199,7 @@ def measure(name: str, work: Path, scale: float, rounds: int, settle: float) -> 
 def report(m: Measured) -> None:
     best = min(m.jobs) / min(m.plains)
     median = statistics.median(m.jobs) / statistics.median(m.plains)
-    print(f"\n{m.name}: {m.size_bytes / 1e6:,.1f} MB of plaintext inputs")
+    print(f"\n{m.name}: {m.size_bytes / 1e6:,.2f} MB of plaintext inputs")
     print("  plain (s):        " + ", ".join(f"{x:.2f}" for x in m.plains))
     print("  confidential (s): " + ", ".join(f"{x:.2f}" for x in m.jobs))
     print(f"  ratio confidential / plain: {best:.2f} best to best, {median:.2f} median to median")
