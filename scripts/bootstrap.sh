@@ -48,5 +48,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 log "installing pinned dependencies (constraints.txt)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt \
-  -e '.[dev,analyses,kubernetes]'
+  -e '.[dev,analyses,kubernetes,s3]'
 echo "$want" > "$stamp"

@@ -6,6 +6,7 @@ verifiers are present (see test_samples_appraisal.py)."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ import pytest
 
 from nestor.attestation.appraisal import appraise, require_accepted
 from nestor.attestation.binding import report_data_for
+from nestor.attestation.initdata import DEFAULT_AGENT_POLICY, build_initdata, expected_initdata
+from nestor.attestation.initdata import Platform as InitPlatform
 from nestor.attestation.result import AttestationResult, Platform
 from nestor.attestation.verify import verify_evidence
 from nestor.errors import AppraisalError
-from nestor.protocol.contract import EnclavePolicy, PlatformPolicy
+from nestor.protocol.contract import EnclavePolicy, InitDataPolicy, PlatformPolicy
 from nestor.simtee import vendor
 from nestor.simtee.measure import measure_enclave
 
@@ -171,4 +174,148 @@ def test_platform_not_accepted() -> None:
     r = _result(Platform.NITRO)
     assert (
         "platform nitro is not accepted" in appraise(r, pol, expected_report_data=None).reasons[0]
+    )
+
+
+# -- init-data (Confidential Containers): TDX MRCONFIGID, SEV-SNP HOSTDATA -----------------
+
+TDX_BASE = {"platform": "tdx", "mrtd": ["aa" * 48]}
+SNP_BASE = {
+    "platform": "sev-snp",
+    "measurements": ["cc" * 48],
+    "min_tcb": {"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0},
+}
+SNP_NUMBERS = {"tcb_bootloader": 0, "tcb_tee": 0, "tcb_snp": 0, "tcb_microcode": 0}
+
+
+def _spec(
+    algorithm: str = "sha256", agent_policy: str | None = DEFAULT_AGENT_POLICY
+) -> dict[str, Any]:
+    return {"algorithm": algorithm, "agent_policy": agent_policy}
+
+
+def _register(platform: InitPlatform, algorithm: str = "sha256") -> str:
+    """What the pod's evidence shows when launched as `nestor deploy init-data` writes it."""
+    built = build_initdata(CONTRACT, algorithm=algorithm, agent_policy=DEFAULT_AGENT_POLICY)
+    return built.register_value(platform).hex()
+
+
+def _tdx(mrconfigid: str | None) -> AttestationResult:
+    m = {"mrtd": "aa" * 48}
+    if mrconfigid is not None:
+        m["mrconfigid"] = mrconfigid
+    return _result(Platform.TDX, measurements=m, tcb_status="UpToDate")
+
+
+def _snp(host_data: str | None) -> AttestationResult:
+    m = {"measurement": "cc" * 48}
+    if host_data is not None:
+        m["host_data"] = host_data
+    return _result(Platform.SEV_SNP, measurements=m, numbers=SNP_NUMBERS)
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha384", "sha512"])
+def test_init_data_that_matches_the_contract_is_accepted(algorithm: str) -> None:
+    tdx = policy({**TDX_BASE, "init_data": _spec(algorithm)})
+    ok = appraise(
+        _tdx(_register(InitPlatform.tdx, algorithm)),
+        tdx,
+        expected_report_data=BINDING,
+        contract_digest=CONTRACT,
+    )
+    assert ok.accepted, ok.reasons
+    assert any(c.startswith("MRCONFIGID is the init-data for this contract") for c in ok.checked)
+    snp = policy({**SNP_BASE, "init_data": _spec(algorithm)})
+    ok = appraise(
+        _snp(_register(InitPlatform.snp, algorithm)),
+        snp,
+        expected_report_data=BINDING,
+        contract_digest=CONTRACT,
+    )
+    assert ok.accepted, ok.reasons
+    assert any(c.startswith("HOSTDATA is the init-data for this contract") for c in ok.checked)
+
+
+def test_init_data_of_another_contract_or_policy_is_refused() -> None:
+    pol = policy({**TDX_BASE, "init_data": _spec()})
+    other_contract = build_initdata("sha256:" + "cd" * 32).register_value(InitPlatform.tdx)
+    decision = appraise(
+        _tdx(other_contract.hex()), pol, expected_report_data=BINDING, contract_digest=CONTRACT
+    )
+    expected = _register(InitPlatform.tdx)
+    assert decision.reasons == (
+        f"MRCONFIGID is {other_contract.hex()[:32]}… but the init-data for contract {CONTRACT} "
+        f"(algorithm sha256) gives {expected[:32]}…: the pod was launched with other init-data "
+        "(another contract or agent policy)",
+    )
+    # An agent policy that lets the host exec into the enclave.
+    lax = DEFAULT_AGENT_POLICY.replace("ExecProcessRequest := false", "ExecProcessRequest := true")
+    lax_value = build_initdata(CONTRACT, agent_policy=lax).register_value(InitPlatform.tdx)
+    (reason,) = appraise(
+        _tdx(lax_value.hex()), pol, expected_report_data=BINDING, contract_digest=CONTRACT
+    ).reasons
+    assert reason.startswith(f"MRCONFIGID is {lax_value.hex()[:32]}…")
+    snp = policy({**SNP_BASE, "init_data": _spec(agent_policy=None)})
+    (reason,) = appraise(
+        _snp(_register(InitPlatform.snp)),
+        snp,
+        expected_report_data=BINDING,
+        contract_digest=CONTRACT,
+    ).reasons
+    assert reason.startswith("HOSTDATA is ")
+    assert reason.endswith(
+        "the pod was launched with other init-data (another contract or agent policy)"
+    )
+
+
+def test_init_data_with_another_algorithm_is_refused() -> None:
+    pol = policy({**TDX_BASE, "init_data": _spec("sha384")})
+    (reason,) = appraise(
+        _tdx(_register(InitPlatform.tdx, "sha256")),
+        pol,
+        expected_report_data=BINDING,
+        contract_digest=CONTRACT,
+    ).reasons
+    assert f"the init-data for contract {CONTRACT} (algorithm sha384) gives" in reason
+
+
+def test_missing_register_or_contract_digest_fails_closed() -> None:
+    pol = policy({**TDX_BASE, "init_data": _spec()})
+    (reason,) = appraise(
+        _tdx(None), pol, expected_report_data=BINDING, contract_digest=CONTRACT
+    ).reasons
+    assert reason == (
+        f"the evidence carries no MRCONFIGID value, so the pod's init-data cannot be checked "
+        f"against contract {CONTRACT}"
+    )
+    (reason,) = appraise(
+        _tdx(_register(InitPlatform.tdx)), pol, expected_report_data=BINDING
+    ).reasons
+    assert "no contract digest was given" in reason
+    with pytest.raises(AppraisalError):
+        require_accepted(
+            _snp(None),
+            policy({**SNP_BASE, "init_data": _spec()}),
+            expected_report_data=BINDING,
+            contract_digest=CONTRACT,
+        )
+
+
+def test_without_init_data_in_the_policy_the_register_is_not_checked() -> None:
+    for result, entry in ((_tdx("11" * 48), TDX_BASE), (_snp("22" * 32), SNP_BASE)):
+        decision = appraise(
+            result, policy(entry), expected_report_data=BINDING, contract_digest=CONTRACT
+        )
+        assert decision.accepted, decision.reasons
+        assert not any("init-data" in c for c in decision.checked)
+
+
+def test_init_data_parameters_from_the_contract_model() -> None:
+    entry = PlatformPolicy("tdx", {**TDX_BASE, "init_data": _spec("sha512", None)})
+    assert entry.init_data == InitDataPolicy("sha512", None)
+    assert PlatformPolicy("tdx", TDX_BASE).init_data is None
+    spec = InitDataPolicy("sha256", DEFAULT_AGENT_POLICY)
+    assert expected_initdata(CONTRACT, spec) == build_initdata(CONTRACT)
+    assert spec.agent_policy_digest() == (
+        "sha256:" + hashlib.sha256(DEFAULT_AGENT_POLICY.encode()).hexdigest()
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from nestor.attestation.initdata import DEFAULT_AGENT_POLICY
 from nestor.client.party import init_party, load_party
 from nestor.protocol.envelope import Envelope, sign_envelope
 
@@ -441,3 +442,73 @@ def test_platform_file_with_a_list_as_platform(story: Story, tmp_path: Path) -> 
     shutil.copy(story.root / "draft.json", tmp_path / "c.json")
     (tmp_path / "p.json").write_text('{"platform": ["sgx"]}')
     fails("contract", "set-policy", "c.json", "--platform", "p.json", cwd=tmp_path)
+
+
+# -- init-data (Confidential Containers) ----------------------------------------------------
+
+
+def test_set_policy_init_data_options(story: Story, tmp_path: Path) -> None:
+    shutil.copy(story.root / "draft.json", tmp_path / "c.json")
+    stderr = fails(
+        "contract", "set-policy", "c.json", "--init-data-algorithm", "sha256", cwd=tmp_path, code=2
+    )
+    assert "the enclave policy has no tdx or sev-snp platform to bind init-data to" in stderr
+    (tmp_path / "tdx.json").write_text('{"platform": "tdx", "mrtd": ["' + "aa" * 48 + '"]}')
+    ok("contract", "set-policy", "c.json", "--platform", "tdx.json",
+       "--init-data-algorithm", "sha384", cwd=tmp_path)  # fmt: skip
+    tdx = next(p for p in platforms(tmp_path / "c.json") if p["platform"] == "tdx")
+    assert tdx["init_data"] == {"algorithm": "sha384", "agent_policy": DEFAULT_AGENT_POLICY}
+    shown = ok("contract", "show", "c.json", "--at", AT, cwd=tmp_path).stdout
+    assert "pod init-data checked: algorithm sha384, Nestor's baseline agent policy" in shown
+
+    (tmp_path / "policy.rego").write_text(
+        "package agent_policy\ndefault ExecProcessRequest := false"
+    )
+    ok("contract", "set-policy", "c.json", "--init-data-algorithm", "sha256",
+       "--agent-policy", "policy.rego", cwd=tmp_path)  # fmt: skip
+    tdx = next(p for p in platforms(tmp_path / "c.json") if p["platform"] == "tdx")
+    # The final newline is added as the init-data document adds it.
+    text = "package agent_policy\ndefault ExecProcessRequest := false\n"
+    assert tdx["init_data"] == {"algorithm": "sha256", "agent_policy": text}
+    ok("contract", "set-policy", "c.json", "--init-data-algorithm", "sha512",
+       "--no-agent-policy", cwd=tmp_path)  # fmt: skip
+    tdx = next(p for p in platforms(tmp_path / "c.json") if p["platform"] == "tdx")
+    assert tdx["init_data"] == {"algorithm": "sha512", "agent_policy": None}
+    ok("contract", "set-policy", "c.json", "--no-init-data", cwd=tmp_path)
+    tdx = next(p for p in platforms(tmp_path / "c.json") if p["platform"] == "tdx")
+    assert "init_data" not in tdx
+    shown = ok("contract", "show", "c.json", "--at", AT, cwd=tmp_path).stdout
+    assert "pod init-data: not checked" in shown
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--init-data-algorithm", "md5"), "unknown init-data algorithm 'md5'"),
+        (("--agent-policy", "policy.rego"), "--agent-policy and --no-agent-policy go with"),
+        (("--no-agent-policy",), "--agent-policy and --no-agent-policy go with"),
+        (
+            ("--init-data-algorithm", "sha256", "--agent-policy", "policy.rego",
+             "--no-agent-policy"),
+            "exclude each other",
+        ),
+        (("--no-init-data", "--init-data-algorithm", "sha256"), "--no-init-data excludes"),
+        (
+            ("--init-data-algorithm", "sha256", "--agent-policy", "missing.rego"),
+            "agent policy file missing.rego does not exist",
+        ),
+    ],
+)  # fmt: skip
+def test_set_policy_init_data_misuse(
+    story: Story, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    shutil.copy(story.root / "draft.json", tmp_path / "c.json")
+    (tmp_path / "policy.rego").write_text("package agent_policy\n")
+    before = (tmp_path / "c.json").read_bytes()
+    assert message in fails("contract", "set-policy", "c.json", *args, cwd=tmp_path, code=2)
+    assert (tmp_path / "c.json").read_bytes() == before
+
+
+def platforms(path: Path) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = read_json(path)["signed"]["enclave_policy"]["platforms"]
+    return found

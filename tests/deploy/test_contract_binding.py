@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
+from nestor.attestation.initdata import ANNOTATION, CONTRACT_ANNOTATION, Platform, decode_annotation
+from nestor.attestation.initdata import parse_initdata as parse_document
 from nestor.client import contracts as drafting
 from nestor.client.party import init_party
-from nestor.host.initdata import ANNOTATION, CONTRACT_ANNOTATION, Platform, decode_annotation
-from nestor.host.initdata import parse_initdata as parse_document
 
 NESTOR = Path(sys.executable).parent / "nestor"
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

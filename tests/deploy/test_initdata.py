@@ -17,8 +17,7 @@ import tomllib
 
 import pytest
 
-from nestor.errors import ConfigurationError, ProtocolError
-from nestor.host.initdata import (
+from nestor.attestation.initdata import (
     ALGORITHMS,
     ANNOTATION,
     CONTRACT_ANNOTATION,
@@ -34,6 +33,7 @@ from nestor.host.initdata import (
     parse_initdata,
     render_document,
 )
+from nestor.errors import ConfigurationError, ProtocolError
 
 ZERO = "sha256:" + "0" * 64
 OTHER = "sha256:" + "ab" * 32

@@ -22,6 +22,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from nestor.attestation.initdata import (
+    ANNOTATION,
+    build_initdata,
+    decode_annotation,
+    parse_initdata,
+)
 from nestor.cli.deploy import (
     INITDATA_PATCH,
     INITDATA_TOML,
@@ -29,7 +35,6 @@ from nestor.cli.deploy import (
     PROFILES,
     patch_yaml,
 )
-from nestor.host.initdata import ANNOTATION, build_initdata, decode_annotation, parse_initdata
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = kubernetes_validate.latest_version()

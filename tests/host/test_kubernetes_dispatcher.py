@@ -22,6 +22,15 @@ kubernetes = pytest.importorskip("kubernetes")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 yaml = pytest.importorskip("yaml")
 
+from nestor.attestation.initdata import (  # noqa: E402
+    ANNOTATION,
+    CONTRACT_ANNOTATION,
+    NESTOR_ENTRY,
+    POLICY_ENTRY,
+    build_initdata,
+    decode_annotation,
+    expected_initdata,
+)
 from nestor.client import contracts as drafting  # noqa: E402
 from nestor.errors import ConfigurationError  # noqa: E402
 from nestor.host.dispatch_kubernetes import (  # noqa: E402
@@ -37,17 +46,10 @@ from nestor.host.dispatch_kubernetes import (  # noqa: E402
     store_failure_hook,
 )
 from nestor.host.dispatcher import EnclaveProcessInfo  # noqa: E402
-from nestor.host.initdata import (  # noqa: E402
-    ANNOTATION,
-    CONTRACT_ANNOTATION,
-    NESTOR_ENTRY,
-    POLICY_ENTRY,
-    build_initdata,
-    decode_annotation,
-)
 from nestor.host.store import JobStatus, Store  # noqa: E402
 from nestor.host.testing import Messages  # noqa: E402
 from nestor.host.testing_k8s import FakeKubernetes, fake_kubernetes  # noqa: E402
+from nestor.protocol.contract import InitDataPolicy  # noqa: E402
 
 NS = "nestor-test"
 IMAGE = "ghcr.io/nestor-project/nestor-enclave@sha256:" + "0" * 64
@@ -315,6 +317,9 @@ def test_the_init_data_names_the_contract_served(
     )
     assert document["data"][POLICY_ENTRY] == before["data"][POLICY_ENTRY]
     assert annotations[ANNOTATION] != template["template"]["metadata"]["annotations"][ANNOTATION]
+    # Byte for byte what a party rebuilds from contract B's init_data parameters.
+    spec = InitDataPolicy("sha384", before["data"][POLICY_ENTRY])
+    assert decode_annotation(annotations[ANNOTATION]) == expected_initdata(digest_b, spec).document
     assert annotations[CONTRACT_ANNOTATION] == digest_b
     env = {e["name"]: e["value"] for e in sent["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["NESTOR_HOST_URL"] == "http://host.example:8000"

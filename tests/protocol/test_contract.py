@@ -18,15 +18,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from nestor.attestation.initdata import DEFAULT_AGENT_POLICY
 from nestor.client import contracts as drafting
 from nestor.client.party import Party, init_party
-from nestor.errors import ContractError, ContractVerificationError
+from nestor.errors import ConfigurationError, ContractError, ContractVerificationError
 from nestor.programs.bundle import bundle_digest
 from nestor.protocol import canonical
 from nestor.protocol.b64 import b64decode, b64encode
 from nestor.protocol.contract import (
     PAYLOAD_TYPE,
     Contract,
+    InitDataPolicy,
     Role,
     VerifiedContract,
     View,
@@ -774,6 +776,108 @@ def test_platform_policy_rejected(world: World, platform: object, fragment: str)
 def test_platform_listed_twice(world: World) -> None:
     p = {"platform": "sgx", "mrenclave": [H64]}
     rejected(edited(world.draft, _set_platforms([p, p])), "enclave_policy lists a platform twice")
+
+
+# -- init-data parameters (tdx, sev-snp) ----------------------------------------------------
+
+_TDX = {"platform": "tdx", "mrtd": [H96]}
+_SNP = {"platform": "sev-snp", "measurements": [H96], "min_tcb": _SNP_TCB}
+_REGO = "package agent_policy\ndefault ExecProcessRequest := false\n"
+
+
+@pytest.mark.parametrize("base", [_TDX, _SNP], ids=["tdx", "sev-snp"])
+@pytest.mark.parametrize(
+    "init_data",
+    [
+        {"algorithm": "sha256", "agent_policy": _REGO},
+        {"algorithm": "sha384", "agent_policy": None},
+        {"algorithm": "sha512", "agent_policy": DEFAULT_AGENT_POLICY},
+    ],
+    ids=["sha256-rego", "sha384-none", "sha512-baseline"],
+)
+def test_init_data_accepted(world: World, base: dict[str, Any], init_data: dict[str, Any]) -> None:
+    c = parse_contract(edited(world.draft, _set_platforms([{**base, "init_data": init_data}])))
+    (policy,) = c.enclave_policy.platforms
+    assert policy.init_data == InitDataPolicy(init_data["algorithm"], init_data["agent_policy"])
+    assert policy.values["init_data"] == init_data
+
+
+def test_without_init_data_nothing_is_bound(world: World) -> None:
+    c = parse_contract(edited(world.draft, _set_platforms([_TDX, _SNP])))
+    assert [p.init_data for p in c.enclave_policy.platforms] == [None, None]
+
+
+def _init(policy: object, algorithm: object = "sha256") -> dict[str, Any]:
+    return {**_TDX, "init_data": {"algorithm": algorithm, "agent_policy": policy}}
+
+
+@pytest.mark.parametrize(
+    ("platform", "fragment"),
+    [
+        (
+            {**_TDX, "init_data": {"algorithm": "sha256", "agent_policy": None, "digest": H64}},
+            "enclave policy for tdx: init_data has unknown field(s): digest",
+        ),
+        (
+            {**_SNP, "init_data": {"algorithm": "sha256"}},
+            "enclave policy for sev-snp: init_data lacks field(s): agent_policy",
+        ),
+        ({**_TDX, "init_data": "sha256"}, "init_data must be a JSON object"),
+        (
+            _init(None, "md5"),
+            "enclave policy for tdx: init_data: unknown algorithm 'md5' (known: sha256, sha384, "
+            "sha512)",
+        ),
+        (_init(None, "SHA256"), "unknown algorithm 'SHA256'"),
+        (_init("sha256:" + H64), "agent_policy must be the agent policy's text, not its digest"),
+        (_init("package x"), "agent_policy must end with a newline"),
+        (_init("x\n'''\n"), "agent_policy contains ''' or a carriage return"),
+        (_init("x\r\n"), "agent_policy contains ''' or a carriage return"),
+        (_init("  \n"), "agent_policy must be a non-empty string"),
+        (_init(7), "agent_policy must be a non-empty string"),
+        (_init("x" * 262144 + "\n"), "agent_policy is longer than 262144 characters"),
+        (
+            {"platform": "sgx", "mrenclave": [H64], "init_data": {"algorithm": "sha256"}},
+            "enclave policy for sgx has unknown field(s): init_data",
+        ),
+        (
+            {
+                "platform": "nitro",
+                "pcrs": {"0": H96},
+                "init_data": {"algorithm": "sha256", "agent_policy": None},
+            },
+            "enclave policy for nitro has unknown field(s): init_data",
+        ),
+        (
+            {"platform": "simulated", "measurements": [H64], "init_data": None},
+            "enclave policy for simulated has unknown field(s): init_data",
+        ),
+    ],
+)
+def test_init_data_rejected(world: World, platform: dict[str, Any], fragment: str) -> None:
+    rejected(edited(world.draft, _set_platforms([platform])), fragment)
+
+
+def test_drafting_sets_and_removes_init_data(world: World) -> None:
+    c = drafting.set_policy(world.draft, platforms=[_TDX, _SNP])
+    spec = drafting.init_data_spec("sha384", "package agent_policy")
+    assert spec == {"algorithm": "sha384", "agent_policy": "package agent_policy\n"}
+    bound = drafting.set_policy(c, init_data=spec)
+    by_name = {p.platform: p for p in bound.enclave_policy.platforms}
+    assert by_name["simulated"].init_data is None
+    expected = InitDataPolicy("sha384", "package agent_policy\n")
+    assert by_name["tdx"].init_data == by_name["sev-snp"].init_data == expected
+    # Merging new reference values keeps init_data only where the entry gives it.
+    renewed = drafting.set_policy(bound, platforms=[{**_TDX, "mrtd": ["11" * 48]}])
+    assert {p.platform: p.init_data for p in renewed.enclave_policy.platforms}["tdx"] is None
+    removed = drafting.set_policy(bound, init_data=None)
+    assert all(p.init_data is None for p in removed.enclave_policy.platforms)
+    assert drafting.set_policy(bound, max_runs=3).enclave_policy == bound.enclave_policy
+
+
+def test_drafting_init_data_needs_a_tdx_or_snp_platform(world: World) -> None:
+    with pytest.raises(ConfigurationError, match="no tdx or sev-snp platform"):
+        drafting.set_policy(world.draft, init_data=drafting.init_data_spec("sha256", None))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,13 @@ first one:
    any RTMRs / MRCONFIGID listed; SEV-SNP: measurement, minimum reported
    TCB, host data if listed; Nitro: every listed PCR);
 4. the TCB status is accepted (platforms that report one);
-5. the report data equals the expected binding (constant-time compare).
+5. the report data equals the expected binding (constant-time compare);
+6. where the platform's entry has ``init_data`` (TDX, SEV-SNP): the
+   Confidential Containers init-data register (TDX MRCONFIGID, SNP HOSTDATA)
+   equals the value of the init-data document rebuilt for the contract being
+   appraised (``nestor.attestation.initdata``; constant-time compare). The
+   contract cannot list this value itself, since the document holds the
+   contract digest. Without ``init_data`` the register is not checked.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from nestor.attestation import initdata
 from nestor.attestation.result import AttestationResult, Platform
-from nestor.errors import AppraisalError
+from nestor.errors import AppraisalError, NestorError
 from nestor.protocol.contract import EnclavePolicy, PlatformPolicy
 
 _POLICY_NAME = {
@@ -48,7 +55,11 @@ def appraise(
     policy: EnclavePolicy,
     *,
     expected_report_data: bytes | None,
+    contract_digest: str | None = None,
 ) -> Decision:
+    """``contract_digest`` is the digest of the contract whose ``policy`` this
+    is; it is needed only to check init-data (a policy that binds init-data
+    is refused without it)."""
     reasons: list[str] = []
     checked: list[str] = []
     name = _POLICY_NAME[result.platform]
@@ -67,6 +78,7 @@ def appraise(
     else:
         checked.append(f"platform {name} is accepted")
         _reference_values(result, entry, reasons, checked)
+        _init_data(result, entry, contract_digest, reasons, checked)
     if result.debug:
         reasons.append("the enclave runs in debug mode: its memory is not protected")
     else:
@@ -96,9 +108,18 @@ def appraise(
 
 
 def require_accepted(
-    result: AttestationResult, policy: EnclavePolicy, *, expected_report_data: bytes | None
+    result: AttestationResult,
+    policy: EnclavePolicy,
+    *,
+    expected_report_data: bytes | None,
+    contract_digest: str | None = None,
 ) -> Decision:
-    decision = appraise(result, policy, expected_report_data=expected_report_data)
+    decision = appraise(
+        result,
+        policy,
+        expected_report_data=expected_report_data,
+        contract_digest=contract_digest,
+    )
     if not decision.accepted:
         raise AppraisalError(
             f"the {result.platform.value} evidence does not satisfy the contract's enclave policy",
@@ -160,3 +181,50 @@ def _reference_values(
     elif entry.platform == "nitro":
         for index, value in v["pcrs"].items():
             _one_of(f"PCR{index}", m.get(f"pcr{index}"), [value], reasons, checked)
+
+
+def _init_data(
+    result: AttestationResult,
+    entry: PlatformPolicy,
+    contract_digest: str | None,
+    reasons: list[str],
+    checked: list[str],
+) -> None:
+    spec = entry.init_data
+    platform = initdata.Platform.for_policy(entry.platform)
+    if spec is None or platform is None:
+        return
+    register = platform.register_name
+    if contract_digest is None:
+        reasons.append(
+            f"the contract binds the pod's init-data ({register}), but no contract digest was "
+            "given to rebuild it"
+        )
+        return
+    try:
+        expected = initdata.expected_initdata(contract_digest, spec).register_value(platform)
+    except NestorError as exc:
+        reasons.append(f"cannot rebuild the init-data for contract {contract_digest}: {exc}")
+        return
+    actual_hex = result.measurements.get(platform.measurement)
+    try:
+        actual = None if actual_hex is None else bytes.fromhex(actual_hex)
+    except ValueError:
+        actual = None
+    if actual is None:
+        reasons.append(
+            f"the evidence carries no {register} value, so the pod's init-data cannot be "
+            f"checked against contract {contract_digest}"
+        )
+    elif hmac.compare_digest(actual, expected):
+        policy = spec.agent_policy_digest() or "none"
+        checked.append(
+            f"{register} is the init-data for this contract (algorithm {spec.algorithm}, "
+            f"agent policy {policy})"
+        )
+    else:
+        reasons.append(
+            f"{register} is {actual.hex()[:32]}… but the init-data for contract "
+            f"{contract_digest} (algorithm {spec.algorithm}) gives {expected.hex()[:32]}…: the "
+            "pod was launched with other init-data (another contract or agent policy)"
+        )

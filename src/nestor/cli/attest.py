@@ -115,8 +115,13 @@ def verify(
     )
     decision = None
     if contract is not None:
-        policy = contracts.load_contract(contract).enclave_policy
-        decision = appraise(result, policy, expected_report_data=_hex(report_data, "--report-data"))
+        loaded = contracts.load_contract(contract)
+        decision = appraise(
+            result,
+            loaded.enclave_policy,
+            expected_report_data=_hex(report_data, "--report-data"),
+            contract_digest=loaded.digest,
+        )
     if as_json:
         body = {"result": result.to_json()}
         if decision is not None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
+from nestor.attestation.initdata import DEFAULT_AGENT_POLICY
 from nestor.cli.console import err, out
 from nestor.cli.contract_view import render_contract
 from nestor.cli.party import PassphraseFile, read_passphrase
@@ -18,6 +19,7 @@ from nestor.errors import ConfigurationError, NestorError
 from nestor.programs.bundle import bundle_digest
 from nestor.protocol import canonical
 from nestor.protocol.contract import (
+    INIT_DATA_ALGORITHMS,
     PARAMETER_TYPES,
     RETENTION_RULES,
     Contract,
@@ -240,10 +242,34 @@ def set_policy(
     ] = None,
     retention_runs: Annotated[int | None, typer.Option(help="With after-runs: how many.")] = None,
     retention_date: Annotated[str | None, typer.Option(help="With at-date: when (UTC).")] = None,
+    init_data_algorithm: Annotated[
+        str | None,
+        typer.Option(
+            help="Check the pods' Confidential Containers init-data (TDX MRCONFIGID, SEV-SNP "
+            "HOSTDATA) on every tdx and sev-snp platform: the digest algorithm "
+            f"({', '.join(INIT_DATA_ALGORITHMS)}) given to `nestor deploy init-data`."
+        ),
+    ] = None,
+    agent_policy: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="With --init-data-algorithm: the Kata agent policy (Rego) the pods are launched "
+            "with (default: Nestor's baseline, as `nestor deploy init-data` uses).",
+        ),
+    ] = None,
+    no_agent_policy: Annotated[
+        bool,
+        typer.Option(help="With --init-data-algorithm: the pods' init-data holds no agent policy."),
+    ] = False,
+    no_init_data: Annotated[
+        bool, typer.Option(help="Stop checking init-data (remove init_data from every platform).")
+    ] = False,
     discard_signatures: Discard = False,
 ) -> None:
     """Set the enclave, job and retention policies."""
     contract = contracts.load_contract(file)
+    init_data = _init_data_option(init_data_algorithm, agent_policy, no_agent_policy, no_init_data)
     platforms: list[dict[str, Any]] = []
     if accept_simulated:
         platforms.append({"platform": "simulated", "measurements": list(accept_simulated)})
@@ -274,9 +300,49 @@ def set_policy(
             require_cosign=require_cosign,
             max_runs=max_runs if max_runs is not None else "unchanged",
             retention=retention,
+            init_data=init_data,
             discard_signatures=discard_signatures,
         ),
     )
+
+
+def _init_data_option(
+    algorithm: str | None, agent_policy: Path | None, no_agent_policy: bool, no_init_data: bool
+) -> dict[str, Any] | Literal["unchanged"] | None:
+    if no_init_data:
+        if algorithm is not None or agent_policy is not None or no_agent_policy:
+            raise ConfigurationError(
+                "--no-init-data excludes --init-data-algorithm, --agent-policy and "
+                "--no-agent-policy"
+            )
+        return None
+    if algorithm is None:
+        if agent_policy is not None or no_agent_policy:
+            raise ConfigurationError(
+                "--agent-policy and --no-agent-policy go with --init-data-algorithm",
+                hint="e.g. --init-data-algorithm sha256 --agent-policy policy.rego",
+            )
+        return "unchanged"
+    if agent_policy is not None and no_agent_policy:
+        raise ConfigurationError("--agent-policy and --no-agent-policy exclude each other")
+    if algorithm not in INIT_DATA_ALGORITHMS:
+        raise ConfigurationError(
+            f"unknown init-data algorithm {algorithm!r}",
+            hint=f"use one of {', '.join(INIT_DATA_ALGORITHMS)}",
+        )
+    text: str | None = DEFAULT_AGENT_POLICY
+    if no_agent_policy:
+        text = None
+    elif agent_policy is not None:
+        try:
+            text = agent_policy.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigurationError(f"agent policy file {agent_policy} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"cannot read the agent policy {agent_policy}: {exc}"
+            ) from None
+    return contracts.init_data_spec(algorithm, text)
 
 
 @app.command()

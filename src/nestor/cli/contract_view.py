@@ -9,7 +9,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from nestor.protocol.contract import Contract, View, format_time, signature_statuses
+from nestor.attestation.initdata import DEFAULT_AGENT_POLICY
+from nestor.protocol.contract import (
+    INIT_DATA_PLATFORMS,
+    Contract,
+    InitDataPolicy,
+    View,
+    format_time,
+    signature_statuses,
+)
 
 _ROLE_WORDS = {
     "data-provider": "provides data",
@@ -88,13 +96,17 @@ def render_contract(contract: Contract, *, now: datetime) -> RenderableType:
     if not contract.enclave_policy.platforms:
         pol.append("\n  no platform accepted yet: nothing can run", style="red")
     for plat in contract.enclave_policy.platforms:
-        values = ", ".join(f"{k}={_fmt(v)}" for k, v in plat.values.items() if k != "platform")
+        values = ", ".join(
+            f"{k}={_fmt(v)}" for k, v in plat.values.items() if k not in ("platform", "init_data")
+        )
         warn = (
             "  (simulated: no hardware protection, development only)"
             if plat.platform == "simulated"
             else ""
         )
         pol.append(f"\n  {plat.platform}: {values}{warn}")
+        if plat.platform in INIT_DATA_PLATFORMS:
+            pol.append(f"\n    {_init_data_line(plat.init_data)}")
     pol.append(
         "\n  accepted TCB statuses: "
         + (", ".join(contract.enclave_policy.accepted_tcb_statuses) or "none")
@@ -130,6 +142,18 @@ def render_contract(contract: Contract, *, now: datetime) -> RenderableType:
 
 def _spaced(r: RenderableType) -> RenderableType:
     return Group(r, Text(""))
+
+
+def _init_data_line(spec: InitDataPolicy | None) -> str:
+    if spec is None:
+        return "pod init-data: not checked (any agent policy, e.g. one allowing exec, is accepted)"
+    if spec.agent_policy is None:
+        policy = "no agent policy entry"
+    elif spec.agent_policy == DEFAULT_AGENT_POLICY:
+        policy = f"Nestor's baseline agent policy ({_fmt(spec.agent_policy_digest())})"
+    else:
+        policy = f"agent policy {spec.agent_policy_digest()}"
+    return f"pod init-data checked: algorithm {spec.algorithm}, {policy}"
 
 
 def _fmt(v: object) -> str:

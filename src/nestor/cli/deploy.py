@@ -20,9 +20,7 @@ from typing import Annotated, Final
 
 import typer
 
-from nestor.cli.console import err, out
-from nestor.errors import ConfigurationError, NestorError
-from nestor.host.initdata import (
+from nestor.attestation.initdata import (
     ALGORITHMS,
     ANNOTATION,
     CONTRACT_ANNOTATION,
@@ -31,9 +29,17 @@ from nestor.host.initdata import (
     InitData,
     Platform,
     build_initdata,
+    expected_initdata,
 )
+from nestor.cli.console import err, out
+from nestor.errors import ConfigurationError, NestorError
 from nestor.protocol import canonical
-from nestor.protocol.contract import Contract, parse_contract, signature_statuses
+from nestor.protocol.contract import (
+    Contract,
+    InitDataPolicy,
+    parse_contract,
+    signature_statuses,
+)
 
 app = typer.Typer(
     help="Kubernetes manifests: bind a contract into a profile's enclave pods, render profiles.",
@@ -194,8 +200,15 @@ def render_overlay(
 
 
 def _initdata(
-    contract: Path, algorithm: str, agent_policy: Path | None, no_agent_policy: bool
+    contract: Path,
+    algorithm: str | None,
+    agent_policy: Path | None,
+    no_agent_policy: bool,
+    platform: Platform | None = None,
 ) -> InitData:
+    """The init-data for ``contract``: the contract's own ``init_data``
+    parameters where it has them (what appraisal will rebuild), else the
+    options' (default: sha256 and Nestor's baseline agent policy)."""
     parsed = load_contract_file(contract)
     unsigned = [s.problem for s in signature_statuses(parsed) if not s.ok]
     if unsigned:
@@ -215,24 +228,69 @@ def _initdata(
             raise ConfigurationError(
                 f"cannot read the agent policy {agent_policy}: {exc}"
             ) from None
-    return build_initdata(parsed.digest, algorithm=algorithm, agent_policy=policy)
+    bound = contract_init_data(parsed, platform)
+    if bound is None:
+        return build_initdata(
+            parsed.digest, algorithm=algorithm or DEFAULT_ALGORITHM, agent_policy=policy
+        )
+    name, spec = bound
+    wanted = build_initdata(
+        parsed.digest,
+        algorithm=algorithm or spec.algorithm,
+        agent_policy=policy if agent_policy is not None or no_agent_policy else spec.agent_policy,
+    )
+    expected = expected_initdata(parsed.digest, spec)
+    if wanted.document != expected.document:
+        shown = spec.agent_policy_digest() or "none"
+        raise ConfigurationError(
+            f"the contract's {name} policy checks the init-data built with algorithm "
+            f"{spec.algorithm} and agent policy {shown}; these options build other init-data, "
+            "whose evidence every party would refuse",
+            hint="drop --algorithm/--agent-policy/--no-agent-policy to use the contract's, or "
+            "amend the contract (nestor contract set-policy --init-data-algorithm ...)",
+        )
+    return expected
+
+
+def contract_init_data(
+    contract: Contract, platform: Platform | None
+) -> tuple[str, InitDataPolicy] | None:
+    """The contract's init-data parameters for ``platform`` (a profile's TEE),
+    or the one set its TDX and SEV-SNP entries share when no TEE is named."""
+    specs = {
+        p.platform: p.init_data
+        for p in contract.enclave_policy.platforms
+        if p.init_data is not None
+    }
+    if platform is not None and platform.policy_name in specs:
+        return platform.policy_name, specs[platform.policy_name]
+    if platform is not None or not specs:
+        return None
+    if len(set(specs.values())) > 1:
+        raise ConfigurationError(
+            "the contract's tdx and sev-snp policies check different init-data",
+            hint="pass --profile to choose the TEE the pods run on",
+        )
+    return next(iter(specs.items()))
 
 
 ContractOption = Annotated[
     Path, typer.Option("--contract", dir_okay=False, help="The signed contract (JSON).")
 ]
 AlgorithmOption = Annotated[
-    str,
+    str | None,
     typer.Option(
-        help=f"Init-data digest algorithm: {', '.join(ALGORITHMS)}. The TDX register takes "
-        "48 bytes (a sha256 digest is zero-padded), SNP HOSTDATA 32 (longer digests are cut)."
+        help=f"Init-data digest algorithm: {', '.join(ALGORITHMS)} (default: the contract's "
+        "init_data, else sha256). The TDX register takes 48 bytes (a sha256 digest is "
+        "zero-padded), SNP HOSTDATA 32 (longer digests are cut)."
     ),
 ]
 AgentPolicyOption = Annotated[
     Path | None,
     typer.Option(
         dir_okay=False,
-        help="Kata agent policy (Rego) to bind instead of Nestor's baseline, e.g. from genpolicy.",
+        help="Kata agent policy (Rego) to bind instead of Nestor's baseline, e.g. from genpolicy "
+        "(default: the contract's init_data, else the baseline).",
     ),
 ]
 NoAgentPolicyOption = Annotated[
@@ -260,7 +318,7 @@ def init_data(
         Path | None,
         typer.Option("--out", file_okay=False, help="Overlay directory to write the files into."),
     ] = None,
-    algorithm: AlgorithmOption = DEFAULT_ALGORITHM,
+    algorithm: AlgorithmOption = None,
     agent_policy: AgentPolicyOption = None,
     no_agent_policy: NoAgentPolicyOption = False,
     deploy_dir: DeployDirOption = None,
@@ -273,7 +331,9 @@ def init_data(
     the enclave's evidence must show.
     """
     chosen = profile_named(profile) if profile is not None else None
-    initdata = _initdata(contract, algorithm, agent_policy, no_agent_policy)
+    initdata = _initdata(
+        contract, algorithm, agent_policy, no_agent_policy, chosen.platform if chosen else None
+    )
     target = out_dir
     if target is None and chosen is not None:
         target = (deploy_dir or default_deploy_dir()) / "overlays" / chosen.name
@@ -309,7 +369,7 @@ def render(
             dir_okay=False, help="Bind this signed contract (default: the overlay's files)."
         ),
     ] = None,
-    algorithm: AlgorithmOption = DEFAULT_ALGORITHM,
+    algorithm: AlgorithmOption = None,
     agent_policy: AgentPolicyOption = None,
     no_agent_policy: NoAgentPolicyOption = False,
     deploy_dir: DeployDirOption = None,
@@ -323,7 +383,7 @@ def render(
     """Render a profile's manifests with `kubectl kustomize` (the checkout is not modified)."""
     chosen = profile_named(profile)
     initdata = (
-        _initdata(contract, algorithm, agent_policy, no_agent_policy)
+        _initdata(contract, algorithm, agent_policy, no_agent_policy, chosen.platform)
         if contract is not None
         else None
     )

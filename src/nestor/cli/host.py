@@ -154,8 +154,18 @@ def serve(
     database: Annotated[
         str | None,
         typer.Option(
+            envvar="NESTOR_DATABASE_URL",
             help="SQLAlchemy URL: sqlite:///PATH (default DATA_DIR/host.db) or "
-            "postgresql+psycopg://USER@HOST:PORT/DB."
+            "postgresql+psycopg://USER@HOST:PORT/DB.",
+        ),
+    ] = None,
+    blob_store: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NESTOR_BLOB_STORE",
+            help="Where ciphertext blobs go: a directory (default DATA_DIR/blobs) or "
+            "s3://BUCKET[/PREFIX], with the endpoint, region and credentials from AWS_* "
+            "variables (docs/blob-storage.md).",
         ),
     ] = None,
     listen: Annotated[
@@ -273,7 +283,7 @@ def serve(
     import uvicorn
 
     from nestor.host.app import create_app
-    from nestor.host.blobs import BlobStore
+    from nestor.host.blob_backends import open_blob_store
     from nestor.host.dispatcher import DEFAULT_COMMAND, LocalDispatcher
     from nestor.host.store import Store, default_sqlite_url
 
@@ -288,7 +298,11 @@ def serve(
         raise ServeError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
     data_dir = data_dir.resolve()
     store = Store(database or default_sqlite_url(str(data_dir)))
-    blobs = BlobStore(data_dir / "blobs", max_size=max_blob_size)
+    try:
+        blobs = open_blob_store(blob_store or str(data_dir / "blobs"), max_size=max_blob_size)
+    except NestorError:
+        store.close()
+        raise
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
 

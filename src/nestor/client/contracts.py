@@ -12,7 +12,7 @@ import copy
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nestor.client.party import Party
 from nestor.client.secure_files import atomic_output
@@ -20,6 +20,7 @@ from nestor.errors import ConfigurationError, ContractError, NestorError
 from nestor.programs.bundle import bundle_digest
 from nestor.protocol import canonical
 from nestor.protocol.contract import (
+    INIT_DATA_PLATFORMS,
     PAYLOAD_TYPE,
     Contract,
     Role,
@@ -179,15 +180,39 @@ def set_policy(
     require_cosign: bool | None = None,
     max_runs: int | str | None = "unchanged",
     retention: dict[str, Any] | None = None,
+    init_data: dict[str, Any] | Literal["unchanged"] | None = "unchanged",
     discard_signatures: bool = False,
 ) -> Contract:
+    """Change the policies; ``None`` (``"unchanged"`` for ``max_runs`` and
+    ``init_data``) leaves a part as it is.
+
+    ``init_data`` (see :func:`init_data_spec`) is set on every TDX and
+    SEV-SNP entry of the enclave policy, after ``platforms`` are merged in;
+    ``None`` removes it from them.
+    """
     body = _body(contract)
     if platforms is not None:
         existing = {p["platform"]: p for p in body["enclave_policy"]["platforms"]}
         for p in platforms:
             name = p.get("platform")
-            existing[name if isinstance(name, str) else repr(name)] = p
+            existing[name if isinstance(name, str) else repr(name)] = copy.deepcopy(p)
         body["enclave_policy"]["platforms"] = list(existing.values())
+    if init_data != "unchanged":
+        targets = [
+            p
+            for p in body["enclave_policy"]["platforms"]
+            if p.get("platform") in INIT_DATA_PLATFORMS
+        ]
+        if init_data is not None and not targets:
+            raise ConfigurationError(
+                "the enclave policy has no tdx or sev-snp platform to bind init-data to",
+                hint="add the platform's reference values first (--platform FILE)",
+            )
+        for p in targets:
+            if init_data is None:
+                p.pop("init_data", None)
+            else:
+                p["init_data"] = copy.deepcopy(init_data)
     if tcb_statuses is not None:
         body["enclave_policy"]["accepted_tcb_statuses"] = tcb_statuses
     if submitters is not None:
@@ -199,6 +224,17 @@ def set_policy(
     if retention is not None:
         body["retention"] = retention
     return _edit(contract, body, discard_signatures=discard_signatures)
+
+
+def init_data_spec(algorithm: str, agent_policy: str | None) -> dict[str, Any]:
+    """The contract's ``init_data`` object for pods launched with
+    ``nestor deploy init-data --algorithm ALGORITHM`` and this agent policy
+    text (``None``: no policy entry)."""
+    if agent_policy is not None and not agent_policy.endswith("\n"):
+        # As the init-data document itself does, so a file without its final
+        # newline gives the same document either way.
+        agent_policy += "\n"
+    return {"algorithm": algorithm, "agent_policy": agent_policy}
 
 
 def amend(contract: Contract) -> Contract:
@@ -225,6 +261,7 @@ __all__ = [
     "add_party",
     "add_program",
     "amend",
+    "init_data_spec",
     "load_contract",
     "new_contract",
     "resolve_party",

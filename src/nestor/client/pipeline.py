@@ -202,9 +202,10 @@ def appraise_announcement(
     1. the announcement is for this contract and signed by the key it announces;
     2. its evidence verifies at ``now`` on the announced platform (with the
        announced collateral, or ``collateral`` when given);
-    3. the appraisal against the contract's enclave policy accepts it, and the
-       evidence's report data is ``report_data_for(contract digest, enclave
-       signing key, enclave HPKE keys)``: those keys live in that enclave.
+    3. the appraisal against the contract's enclave policy accepts it (with
+       the pod's init-data, where the policy binds it), and the evidence's
+       report data is ``report_data_for(contract digest, enclave signing
+       key, enclave HPKE keys)``: those keys live in that enclave.
     """
     announcement = verify_announcement(obj, contract_digest=contract.digest)
     try:
@@ -225,7 +226,12 @@ def appraise_announcement(
         announcement.signing_key.public_bytes_raw(),
         announcement.hpke_keys,
     )
-    decision = require_accepted(result, contract.enclave_policy, expected_report_data=expected)
+    decision = require_accepted(
+        result,
+        contract.enclave_policy,
+        expected_report_data=expected,
+        contract_digest=contract.digest,
+    )
     return VerifiedEnclave(announcement, result, decision)
 
 

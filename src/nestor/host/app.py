@@ -14,19 +14,28 @@ memory. Stored documents are served back as the exact JSON text stored.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nestor import __version__
 from nestor.crypto import signing
 from nestor.errors import NestorError
+from nestor.host.blob_backends import (
+    BlobBackend,
+    BlobDownload,
+    BlobStoreUnavailableError,
+    RangeNotSatisfiableError,
+    open_download,
+    parse_range,
+)
 from nestor.host.blobs import CHUNK_SIZE, BlobStore
 from nestor.host.errors import (
     BadRequestError,
@@ -58,6 +67,8 @@ MAX_LOG_INDEX: Final = 2**53 - 1
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_blob_log = logging.getLogger("nestor.host.blobs")
 
 
 class Dispatcher(Protocol):
@@ -214,9 +225,35 @@ class _BlobResponse(FileResponse):
     chunk_size = 1 << 20
 
 
+async def _blob_call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A blocking blob store call. A failure of the store itself (S3
+    unreachable, credentials refused) goes to the log in full; the client
+    only learns that the store is unavailable."""
+    try:
+        return await _call(fn, *args, **kwargs)
+    except HostError:
+        raise
+    except NestorError as exc:
+        _blob_log.error("blob store: %s", exc.diagnostics())
+        raise BlobStoreUnavailableError("the blob store is unavailable") from None
+
+
+async def _download_body(download: BlobDownload) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await _call(download.read_chunk, CHUNK_SIZE):
+            yield chunk
+    except NestorError as exc:
+        # The status line is gone: all that is left is to cut the response
+        # short, which the Content-Length makes the client notice.
+        _blob_log.error("blob store, mid-download: %s", exc.diagnostics())
+        raise
+    finally:
+        download.close()
+
+
 def create_app(
     store: Store,
-    blobs: BlobStore,
+    blobs: BlobBackend,
     *,
     dispatcher: Dispatcher | None = None,
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
@@ -340,24 +377,25 @@ def create_app(
         responses=_errors(400, 413),
     )
     async def put_blob(name: str, request: Request) -> Response:
-        """Store raw bytes, streamed to a temporary file and renamed into place."""
+        """Store raw bytes, streamed to the blob store; the blob appears
+        under its name, whole, only once every byte is stored."""
         check_blob_name(name)
         declared = _declared_length(request)
         if declared is not None and declared > blobs.max_size:
             raise TooLargeError(f"the blob is larger than the limit of {blobs.max_size} bytes")
-        writer = await _call(blobs.writer, name)
+        writer = await _blob_call(blobs.writer, name)
         try:
             pending = bytearray()
             async for chunk in request.stream():
                 pending += chunk
                 if len(pending) >= CHUNK_SIZE:
-                    await _call(writer.write, bytes(pending))
+                    await _blob_call(writer.write, bytes(pending))
                     pending.clear()
             if pending:
-                await _call(writer.write, bytes(pending))
-            info = await _call(writer.commit)
+                await _blob_call(writer.write, bytes(pending))
+            info = await _blob_call(writer.commit)
         finally:
-            await _call(writer.abort)
+            await _blob_call(writer.abort)
         await _call(store.put_blob, info.name, info.size, info.sha256)
         return JSONResponse(
             {"name": info.name, "size": info.size, "sha256": info.sha256}, status_code=201
@@ -372,9 +410,31 @@ def create_app(
             **_errors(400, 404),
         },
     )
-    async def get_blob(name: str) -> Response:
-        path = await _call(blobs.existing_path, name)
-        return _BlobResponse(path, media_type="application/octet-stream")
+    async def get_blob(name: str, request: Request) -> Response:
+        if isinstance(blobs, BlobStore):
+            path = await _call(blobs.existing_path, name)
+            return _BlobResponse(path, media_type="application/octet-stream")
+        check_blob_name(name)
+        # Without validators of our own, an If-Range can never be known to
+        # match: the whole blob is the answer that is always right.
+        wanted = (
+            None if "if-range" in request.headers else parse_range(request.headers.get("range"))
+        )
+        try:
+            download = await _blob_call(open_download, blobs, name, wanted)
+        except RangeNotSatisfiableError as exc:
+            response = _error_response(exc.status, exc.type, exc.message)
+            response.headers["content-range"] = f"bytes */{exc.size}"
+            return response
+        headers = {"content-length": str(download.length), "accept-ranges": "bytes"}
+        if download.partial:
+            headers["content-range"] = download.content_range
+        return StreamingResponse(
+            _download_body(download),
+            status_code=206 if download.partial else 200,
+            headers=headers,
+            media_type="application/octet-stream",
+        )
 
     # -- key grants --
 

@@ -52,12 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from nestor.errors import ConfigurationError, NestorError
-from nestor.host.dispatcher import EnclaveProcessInfo, EnclaveSpec
-from nestor.host.initdata import (
+from nestor.attestation.initdata import (
     ANNOTATION as INITDATA_ANNOTATION,
 )
-from nestor.host.initdata import (
+from nestor.attestation.initdata import (
     CONTRACT_ANNOTATION,
     NESTOR_ENTRY,
     VERSION,
@@ -66,6 +64,8 @@ from nestor.host.initdata import (
     encode_annotation,
     render_document,
 )
+from nestor.errors import ConfigurationError, NestorError
+from nestor.host.dispatcher import EnclaveProcessInfo, EnclaveSpec
 from nestor.protocol.contract import parse_contract
 
 if TYPE_CHECKING:

@@ -21,6 +21,7 @@ Pure: callers pass ``now`` and any bundle digests in.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,11 @@ TCB_STATUSES: Final = (
     "OutOfDateConfigurationNeeded",
 )
 RETENTION_RULES: Final = ("after-each-job", "after-runs", "at-date", "at-expiry")
+INIT_DATA_ALGORITHMS: Final = ("sha256", "sha384", "sha512")
+INIT_DATA_PLATFORMS: Final = ("tdx", "sev-snp")
+# Kubernetes caps a pod's annotations at 256 KiB in all, so a longer policy
+# could never reach the pod the contract describes.
+MAX_AGENT_POLICY_CHARS: Final = 256 * 1024
 
 
 # -- the parsed model -------------------------------------------------------------------
@@ -159,11 +165,34 @@ class Program:
 
 
 @dataclass(frozen=True)
+class InitDataPolicy:
+    """How to rebuild the Confidential Containers init-data of a pod serving
+    this contract (``nestor.attestation.initdata``): the document's digest
+    algorithm and the exact Kata agent policy text, or ``None`` for none."""
+
+    algorithm: str
+    agent_policy: str | None
+
+    def agent_policy_digest(self) -> str | None:
+        if self.agent_policy is None:
+            return None
+        return "sha256:" + hashlib.sha256(self.agent_policy.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
 class PlatformPolicy:
     """Reference values for one accepted TEE platform (docs/contract.md)."""
 
     platform: str
     values: Mapping[str, Any]
+
+    @property
+    def init_data(self) -> InitDataPolicy | None:
+        """The init-data parameters (TDX and SEV-SNP only), when the contract binds them."""
+        raw = self.values.get("init_data")
+        if not isinstance(raw, Mapping):
+            return None
+        return InitDataPolicy(str(raw["algorithm"]), raw["agent_policy"])
 
 
 @dataclass(frozen=True)
@@ -549,8 +578,8 @@ _PLATFORM_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     # platform: (required fields, optional fields), besides "platform" itself
     "simulated": (("measurements",), ()),
     "sgx": ((), ("mrenclave", "mrsigner", "isv_prod_id", "min_isv_svn")),
-    "tdx": (("mrtd",), ("rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid")),
-    "sev-snp": (("measurements", "min_tcb"), ("host_data",)),
+    "tdx": (("mrtd",), ("rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "init_data")),
+    "sev-snp": (("measurements", "min_tcb"), ("host_data", "init_data")),
     "nitro": (("pcrs",), ()),
 }
 
@@ -602,7 +631,38 @@ def _parse_platform(entry: object, i: int) -> PlatformPolicy:
             if not re.fullmatch(r"[0-9]|1[0-5]", k):
                 raise ContractError(f"{where}: PCR index {k!r} is not 0-15")
             _hex_values([v], f"{where}: PCR{k}", 96)
+    if "init_data" in e:  # only tdx and sev-snp allow it (_PLATFORM_FIELDS)
+        _parse_init_data(e["init_data"], f"{where}: init_data")
     return PlatformPolicy(platform, dict(e))
+
+
+def _parse_init_data(value: object, where: str) -> InitDataPolicy:
+    e = _obj(value, where, ("algorithm", "agent_policy"))
+    algorithm = e["algorithm"]
+    if algorithm not in INIT_DATA_ALGORITHMS:
+        raise ContractError(
+            f"{where}: unknown algorithm {algorithm!r} (known: {', '.join(INIT_DATA_ALGORITHMS)})"
+        )
+    policy = e["agent_policy"]
+    if policy is None:
+        return InitDataPolicy(algorithm, None)
+    if isinstance(policy, str) and _DIGEST.fullmatch(policy):
+        raise ContractError(
+            f"{where}: agent_policy must be the agent policy's text, not its digest: every "
+            "party rebuilds the init-data document from it"
+        )
+    policy = _text(policy, f"{where}: agent_policy", max_length=MAX_AGENT_POLICY_CHARS)
+    # The document holds the policy as a TOML literal string, which cannot
+    # carry these; and a text without its final newline would be a second
+    # spelling of the same document.
+    if "'''" in policy or "\r" in policy:
+        raise ContractError(
+            f"{where}: agent_policy contains ''' or a carriage return, which the init-data "
+            "document cannot hold"
+        )
+    if not policy.endswith("\n"):
+        raise ContractError(f"{where}: agent_policy must end with a newline")
+    return InitDataPolicy(algorithm, policy)
 
 
 def _parse_enclave_policy(value: object) -> EnclavePolicy:

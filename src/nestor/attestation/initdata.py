@@ -24,8 +24,11 @@ Byte layout (docs/deploy-kubernetes.md, "Init-data"):
 - the annotation is standard base64 of gzip(document) with mtime 0. The gzip
   layer is transport only: the digest is over the decompressed document.
 
-The host may compute this (it holds only public data): the Kubernetes
-dispatcher can annotate each worker pod for the contract it serves.
+Everything here is pure and public, so it lives in the shared layer: the
+host (the Kubernetes dispatcher, ``nestor deploy init-data``) writes the
+document for the contract a pod serves, and appraisal
+(``nestor.attestation.appraisal``) rebuilds it from the contract's
+``init_data`` parameters (:func:`expected_initdata`) to check the register.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from nestor.errors import ConfigurationError, ProtocolError
+from nestor.protocol.contract import INIT_DATA_ALGORITHMS, InitDataPolicy
 
 if TYPE_CHECKING:
     from nestor.protocol.contract import Contract
@@ -54,7 +58,8 @@ CONTRACT_ANNOTATION: Final = "nestor.dev/contract-digest"
 """A readable copy of the contract digest for operators; the TEE binds only ANNOTATION."""
 
 VERSION: Final = "0.1.0"
-ALGORITHMS: Final = ("sha256", "sha384", "sha512")
+# The contract parser accepts exactly what this module can build.
+ALGORITHMS: Final = INIT_DATA_ALGORITHMS
 DEFAULT_ALGORITHM: Final = "sha256"
 NESTOR_ENTRY: Final = "nestor.toml"
 POLICY_ENTRY: Final = "policy.rego"
@@ -127,6 +132,21 @@ class Platform(StrEnum):
     @property
     def register_name(self) -> str:
         return "MRCONFIGID" if self is Platform.tdx else "HOSTDATA"
+
+    @property
+    def measurement(self) -> str:
+        """The key of the register in ``AttestationResult.measurements``."""
+        return "mrconfigid" if self is Platform.tdx else "host_data"
+
+    @property
+    def policy_name(self) -> str:
+        """The platform's name in the contract's ``enclave_policy.platforms``."""
+        return "tdx" if self is Platform.tdx else "sev-snp"
+
+    @classmethod
+    def for_policy(cls, name: str) -> Platform | None:
+        """The platform a contract's enclave-policy entry names, if it binds init-data."""
+        return next((p for p in cls if p.policy_name == name), None)
 
 
 @dataclass(frozen=True)
@@ -212,6 +232,18 @@ def initdata_for_contract(
     agent_policy: str | None = DEFAULT_AGENT_POLICY,
 ) -> InitData:
     return build_initdata(contract.digest, algorithm=algorithm, agent_policy=agent_policy)
+
+
+def expected_initdata(contract_digest: str, policy: InitDataPolicy) -> InitData:
+    """The init-data a pod serving ``contract_digest`` must have been launched
+    with, as the contract's ``init_data`` parameters describe it.
+
+    The contract cannot name this digest itself (the document holds the
+    contract digest), so every party rebuilds the document from the contract.
+    """
+    return build_initdata(
+        contract_digest, algorithm=policy.algorithm, agent_policy=policy.agent_policy
+    )
 
 
 def encode_annotation(document: str) -> str:
