@@ -30,6 +30,8 @@ bench: setup
 	$(BIN)/python bench/bench_dataset.py
 	$(BIN)/python bench/bench_contract.py
 	$(BIN)/python bench/bench_attestation.py
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_analyses.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
