@@ -194,7 +194,7 @@ class Spec:
     program: str
     bundle: Path
     entry_point: str
-    inputs: dict[str, tuple[Path, str]]
+    inputs: dict[str, tuple[Path, str, bool]]  # path, format, pending
     parameters: dict[str, Any]
     min_group_size: int
     owners: dict[str, str]
@@ -213,7 +213,7 @@ def read_spec(path: Path) -> Spec:
         raise bad(f"is not a {SPEC_TYPE} version {VERSION} document")
     try:
         inputs = {
-            str(ds): (Path(str(item["path"])), str(item["format"]))
+            str(ds): (Path(str(item["path"])), str(item["format"]), bool(item.get("pending")))
             for ds, item in dict(raw["inputs"]).items()
         }
         context = dict(raw["context"])
@@ -237,7 +237,9 @@ def load_inputs(spec: Spec) -> dict[str, Any]:
     import pandas as pd  # only when there is a table to read: it costs memory
 
     tables: dict[str, Any] = {}
-    for ds, (path, fmt) in spec.inputs.items():
+    for ds, (path, fmt, pending) in spec.inputs.items():
+        if pending:
+            _wait_for_delivery(ds, path)
         try:
             if fmt == "csv":
                 tables[ds] = pd.read_csv(path)
@@ -265,6 +267,22 @@ def load_inputs(spec: Spec) -> dict[str, Any]:
                 f"dataset {ds!r} cannot be read as {fmt}: {_describe(exc)}",
             ) from None
     return tables
+
+
+def _wait_for_delivery(ds: str, path: Path) -> None:
+    """Wait until the enclave has renamed the whole verified input into place
+    (or marked it failed). The sandbox's time limit bounds the wait."""
+    failed = path.with_name(path.name + ".failed")
+    pause = 0.001
+    while not path.exists():
+        if failed.exists():
+            raise RunError(
+                "inputs",
+                "input-unavailable",
+                f"dataset {ds!r} could not be delivered: the enclave refused its ciphertext",
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
 
 
 def load_entry_point(spec: Spec) -> Callable[..., Any]:

@@ -26,7 +26,9 @@ def make_runner(*, time_limit: int = 600, memory_limit_mb: int = 8192) -> Progra
             program=bundle.name,
             bundle=bundle,
             entry_point=entry_point,
-            inputs={ds: InputFile(path, fmt) for ds, (path, fmt) in inputs.items()},
+            # The enclave service delivers inputs while the program starts
+            # (nestor.enclave.sandbox.InputFile.pending).
+            inputs={ds: InputFile(path, fmt, pending=True) for ds, (path, fmt) in inputs.items()},
             output_dir=out_dir,
             parameters=dict(parameters),
             min_group_size=int(context.get("min_group_size", 1)),

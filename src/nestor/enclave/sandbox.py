@@ -172,10 +172,21 @@ class ProgramError(NestorError):
 
 @dataclass(frozen=True)
 class InputFile:
-    """One decrypted input dataset: a file and its contract format."""
+    """One decrypted input dataset: a file and its contract format.
+
+    A ``pending`` input is delivered while the program starts: the enclave
+    renames the whole, verified file to ``path`` when it is ready, or
+    creates ``path`` + ``.failed`` if it cannot deliver it. The program host
+    waits for one or the other before reading it, so the program only ever
+    opens complete inputs, each a regular memory-backed file its engine reads
+    at full speed, while later inputs are still being decrypted."""
 
     path: Path
     format: str = "csv"
+    pending: bool = False
+
+
+FAILED_SUFFIX: Final = ".failed"
 
 
 @dataclass(frozen=True)
@@ -202,7 +213,7 @@ class ProgramSpec:
             "bundle": str(self.bundle.resolve()),
             "entry_point": self.entry_point,
             "inputs": {
-                ds: {"path": str(f.path.resolve()), "format": f.format}
+                ds: {"path": str(f.path.resolve()), "format": f.format, "pending": f.pending}
                 for ds, f in self.inputs.items()
             },
             "parameters": dict(self.parameters),
@@ -638,7 +649,7 @@ def sandbox_command(
         if _under(Path(prefix), PRIVATE_ROOTS):
             needed.append(Path(prefix))
     needed += [HOST_SCRIPT, spec.bundle.resolve(), spec_file]
-    needed += [f.path.resolve() for f in spec.inputs.values()]
+    needed += _input_paths(spec)
     for path in needed:
         args += ["--ro-bind", str(path), str(path)]
     out_dir = spec.output_dir.resolve()
@@ -650,6 +661,17 @@ def sandbox_command(
         args += ["--seccomp", str(seccomp_fd)]
     args += ["--", python, "-I", "-B", str(HOST_SCRIPT), str(spec_file)]
     return args
+
+
+def _input_paths(spec: ProgramSpec) -> list[Path]:
+    """What the program may read of its inputs: each ready file, and the
+    directory of pending ones (their files appear there after it starts)."""
+    paths: list[Path] = []
+    for f in spec.inputs.values():
+        path = f.path.parent.resolve() if f.pending else f.path.resolve()
+        if path not in paths:
+            paths.append(path)
+    return paths
 
 
 def landlock_rules(spec: ProgramSpec, spec_file: Path, scratch: Path, limits: Limits) -> list[Rule]:
@@ -667,7 +689,7 @@ def landlock_rules(spec: ProgramSpec, spec_file: Path, scratch: Path, limits: Li
     ]
     rules += [Rule(Path(p), sandbox_landlock.READ, required=False) for p in LANDLOCK_DEVICES_RO]
     readable = [HOST_SCRIPT, spec.bundle.resolve(), spec_file]
-    readable += [f.path.resolve() for f in spec.inputs.values()]
+    readable += _input_paths(spec)
     rules += [Rule(p, sandbox_landlock.READ) for p in readable]
     rules += [
         Rule(spec.output_dir.resolve(), sandbox_landlock.WRITE),
@@ -828,8 +850,11 @@ def _check_spec(spec: ProgramSpec) -> None:
                     hint="bytecode is not reviewed source; remove it",
                 )
     for ds, f in spec.inputs.items():
-        # A FIFO is how the enclave streams a CSV input while it decrypts it.
-        if not (f.path.is_file() or f.path.is_fifo()):
+        if f.pending and not f.path.parent.is_dir():
+            raise SandboxError(
+                f"{where}: the directory of pending dataset {ds!r} ({f.path.parent}) is missing"
+            )
+        if not f.pending and not (f.path.is_file() or f.path.is_fifo()):
             raise SandboxError(f"{where}: the input file of dataset {ds!r} ({f.path}) is missing")
     out = spec.output_dir
     if not out.is_dir() or out.is_symlink():

@@ -12,9 +12,7 @@ policy says.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import io
 import logging
 import os
@@ -36,6 +34,7 @@ from nestor.crypto import hpke, signing
 from nestor.crypto.dataset import DataKey, decrypt_stream
 from nestor.enclave.audit import AuditLog
 from nestor.enclave.host_link import HostLink
+from nestor.enclave.sandbox import FAILED_SUFFIX
 from nestor.enclave.tee import EvidenceProducer
 from nestor.errors import NestorError
 from nestor.programs.bundle import bundle_digest
@@ -305,28 +304,21 @@ class EnclaveService:
         inputs: dict[str, tuple[Path, str]] = {}
         commitments: dict[str, str] = {}
         (scratch / "inputs").mkdir()
-        feeders: list[_Feeder] = []
         for ds in job.inputs:
-            held = self.held[ds]
             dataset = self.contract.dataset(ds)
             assert dataset is not None
-            plain = scratch / "inputs" / f"{ds}.{dataset.format}"
-            commitments[ds] = held.commitment
-            inputs[ds] = (plain, dataset.format)
-            if dataset.format == "csv":
-                # CSV is read front to back: stream it through a FIFO so the
-                # program's scan overlaps decryption and no plaintext copy is
-                # ever materialised. Each chunk reaches the program only after
-                # it authenticates; the job fails (and nothing is released)
-                # unless the whole input verifies.
-                os.mkfifo(plain, 0o600)
-                feeders.append(_Feeder(self.host, ds, held, plain))
-            else:
-                t = time.perf_counter()
-                self._decrypt_to_file(ds, held, plain)
-                timings["fetch_decrypt_verify"] += time.perf_counter() - t
-        for f in feeders:
-            f.start()
+            inputs[ds] = (scratch / "inputs" / f"{ds}.{dataset.format}", dataset.format)
+            commitments[ds] = self.held[ds].commitment
+        # Inputs are decrypted in the order the program reads them while the
+        # sandbox starts and the program scans the ones already delivered:
+        # each appears, whole and verified, as a memory-backed regular file
+        # that the program's engine reads at full speed.
+        delivery = _Delivery(
+            self.host,
+            [(ds, self.held[ds], inputs[ds][0]) for ds in job.inputs],
+            staging=scratch / "staging",
+        )
+        delivery.start()
         out_dir = scratch / "outputs"
         out_dir.mkdir()
         owners = {ds: self.contract.dataset(ds).owner for ds in job.inputs}  # type: ignore[union-attr]
@@ -345,22 +337,14 @@ class EnclaveService:
         except NestorError as exc:
             program_error = exc
         finally:
-            for f in feeders:
-                f.finish()
-        for f in feeders:
-            timings["fetch_decrypt_verify"] += f.seconds
-            if f.error is not None:
-                # The root cause: a program that saw a cut-short input may
-                # have failed on it, but the input is what was wrong.
-                raise _ciphertext_error(f.dataset, f.error)
+            delivery.finish()
+        timings["fetch_decrypt_verify"] = delivery.seconds
+        if delivery.error is not None:
+            # The root cause: the program saw only that an input never came.
+            ds, detail = delivery.error
+            raise _ciphertext_error(ds, detail)
         if program_error is not None:
             raise program_error
-        unread = [f.dataset for f in feeders if f.incomplete]
-        if unread:
-            raise JobFailedError(
-                f"the program ended without reading all of {', '.join(unread)}; results are "
-                "withheld because those inputs were not verified to the end"
-            )
         timings["sandbox_and_program"] = time.perf_counter() - t
         t = time.perf_counter()
         for path in inputs.values():
@@ -416,14 +400,6 @@ class EnclaveService:
         timings["seal_sign_publish"] = time.perf_counter() - t
         self._apply_retention(job)
 
-    def _decrypt_to_file(self, ds: str, held: HeldKey, plain: Path) -> None:
-        try:
-            with plain.open("wb") as dst:
-                _stream_input(self.host, ds, held, dst)
-        except NestorError as exc:
-            plain.unlink(missing_ok=True)
-            raise _ciphertext_error(ds, exc.message) from exc
-
     def _apply_retention(self, job: JobRequest) -> None:
         rule = self.contract.retention
         for ds in job.inputs:
@@ -443,6 +419,10 @@ class EnclaveService:
                 self.audit.append("key-destroyed", {"dataset": ds, "reason": rule.destroy_keys})
 
 
+class _Writable(Protocol):
+    def write(self, data: memoryview, /) -> int | None: ...
+
+
 def _stream_input(host: HostLink, ds: str, held: HeldKey, dst: _Writable) -> None:
     """Verify and decrypt a granted input while its ciphertext streams from
     the host: no copy of the ciphertext is stored, and the commitment named in
@@ -460,99 +440,50 @@ def _ciphertext_error(ds: str, detail: str) -> JobFailedError:
     )
 
 
-class _Writable(Protocol):
-    def write(self, data: memoryview, /) -> int | None: ...
+class _Delivery(threading.Thread):
+    """Fetches, verifies and decrypts a job's inputs one after another into
+    ``staging`` and renames each, whole, to the path the program host waits
+    for. An input that fails gets a ``.failed`` marker instead, and so does
+    every input after it, so the program host stops waiting."""
 
-
-class _StoppedError(Exception):
-    """The job ended before the program read all of a streamed input."""
-
-
-class _Sink:
-    """Writes plaintext into the program's FIFO. If the program stops reading
-    early, the rest is still decrypted and verified, and discarded."""
-
-    def __init__(self, fd: int | None, stop: threading.Event) -> None:
-        self._fd = fd
-        self._stop = stop
-
-    def write(self, data: memoryview, /) -> int:
-        if self._fd is not None:
-            try:
-                return os.write(self._fd, data)
-            except BrokenPipeError:
-                self.close()
-        if self._stop.is_set() and self._fd is None:
-            raise _StoppedError
-        return len(data)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-# A pipe holds 64 KiB by default: a CSV reader asking for 256 KiB at a time
-# then wakes the writer four times per read. Linux lets an unprivileged
-# process grow it to /proc/sys/fs/pipe-max-size (1 MiB by default).
-_PIPE_SIZE = 1 << 20
-
-
-def _widen_pipe(fd: int) -> None:
-    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setpipe is None:
-        return
-    with contextlib.suppress(OSError):  # a smaller limit only costs speed
-        fcntl.fcntl(fd, setpipe, _PIPE_SIZE)
-
-
-class _Feeder(threading.Thread):
-    """Streams one CSV input: blob → verify/decrypt → FIFO read by the program."""
-
-    def __init__(self, host: HostLink, dataset: str, held: HeldKey, fifo: Path) -> None:
-        super().__init__(daemon=True, name=f"feed-{dataset}")
-        self.host, self.dataset, self.held, self.fifo = host, dataset, held, fifo
+    def __init__(
+        self, host: HostLink, items: list[tuple[str, HeldKey, Path]], *, staging: Path
+    ) -> None:
+        super().__init__(daemon=True, name="deliver-inputs")
+        self.host, self.items, self.staging = host, items, staging
         self.stop = threading.Event()
-        self.error: str | None = None  # the input failed verification
-        self.incomplete = False  # the program ended before reading all of it
+        self.error: tuple[str, str] | None = None  # (dataset, what failed)
         self.seconds = 0.0
 
-    def _open(self) -> int | None:
-        # Opening a FIFO for writing blocks until a reader comes; poll with
-        # O_NONBLOCK so a program that never opens it cannot hang the job.
-        while not self.stop.is_set():
-            try:
-                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # ENXIO: no reader yet
-                time.sleep(0.005)
-                continue
-            os.set_blocking(fd, True)
-            _widen_pipe(fd)
-            return fd
-        return None
-
     def run(self) -> None:
-        fd = self._open()
-        if fd is None:
-            self.incomplete = True
-            return
         t = time.perf_counter()
-        sink = _Sink(fd, self.stop)
+        self.staging.mkdir(exist_ok=True)
         try:
-            _stream_input(self.host, self.dataset, self.held, sink)
-        except _StoppedError:
-            self.incomplete = True
-        except NestorError as exc:
-            self.error = exc.message
+            for ds, held, path in self.items:
+                if self.stop.is_set() or self.error is not None:
+                    _mark_failed(path)
+                    continue
+                part = self.staging / path.name
+                try:
+                    with part.open("wb") as dst:
+                        _stream_input(self.host, ds, held, dst)
+                except NestorError as exc:
+                    part.unlink(missing_ok=True)
+                    self.error = (ds, exc.message)
+                    _mark_failed(path)
+                    continue
+                part.rename(path)  # same filesystem: the program sees all or nothing
         finally:
-            sink.close()
             self.seconds = time.perf_counter() - t
 
     def finish(self) -> None:
-        """After the program exits: stop waiting for a reader and wait for
-        verification of the rest of the input to end."""
+        """After the program exits: deliver nothing more."""
         self.stop.set()
         self.join()
+
+
+def _mark_failed(path: Path) -> None:
+    path.with_name(path.name + FAILED_SUFFIX).touch()
 
 
 def _view(path: Path, view: View, party_id: str) -> bytes:
