@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import kubernetes
+import kubernetes_validate
 import pytest
+import yaml
 
-kubernetes = pytest.importorskip("kubernetes")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-yaml = pytest.importorskip("yaml")
-
-from nestor.attestation.initdata import (  # noqa: E402
+from nestor.attestation.initdata import (
     ANNOTATION,
     CONTRACT_ANNOTATION,
     NESTOR_ENTRY,
@@ -31,9 +30,9 @@ from nestor.attestation.initdata import (  # noqa: E402
     decode_annotation,
     expected_initdata,
 )
-from nestor.client import contracts as drafting  # noqa: E402
-from nestor.errors import ConfigurationError  # noqa: E402
-from nestor.host.dispatch_kubernetes import (  # noqa: E402
+from nestor.client import contracts as drafting
+from nestor.errors import ConfigurationError
+from nestor.host.dispatch_kubernetes import (
     LABEL_CONTRACT,
     LABEL_DISPATCHER,
     LABEL_ENCLAVE,
@@ -45,11 +44,11 @@ from nestor.host.dispatch_kubernetes import (  # noqa: E402
     job_name,
     store_failure_hook,
 )
-from nestor.host.dispatcher import EnclaveProcessInfo  # noqa: E402
-from nestor.host.store import JobStatus, Store  # noqa: E402
-from nestor.host.testing import Messages  # noqa: E402
-from nestor.host.testing_k8s import FakeKubernetes, fake_kubernetes  # noqa: E402
-from nestor.protocol.contract import InitDataPolicy  # noqa: E402
+from nestor.host.dispatcher import EnclaveProcessInfo
+from nestor.host.store import JobStatus, Store
+from nestor.host.testing import Messages
+from nestor.host.testing_k8s import FakeKubernetes, fake_kubernetes
+from nestor.protocol.contract import InitDataPolicy
 
 NS = "nestor-test"
 IMAGE = "ghcr.io/nestor-project/nestor-enclave@sha256:" + "0" * 64
