@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchlib import host_process
 from nestor.cli import demo_scenario
+from nestor.cli.demo import running_host
 from nestor.cli.demo_scenario import Scenario
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
@@ -42,6 +42,7 @@ from nestor.enclave import runner as runner_mod
 from nestor.enclave.host_link import HostLink
 from nestor.enclave.service import EnclaveService
 from nestor.enclave.tee import select_producer
+from nestor.programs.bundle import copy_bundle
 from nestor.protocol.contract import verify_contract
 from nestor.simtee.measure import measure_enclave
 from nestor.simtee.vendor import load_vendor_public_key
@@ -107,45 +108,19 @@ def measure(name: str, work: Path, scale: float, rounds: int, settle: float) -> 
     s = demo_scenario.load(EXAMPLES, name, work / "data", seed=1, scale=scale)
     programs = work / "programs"
     bundle = programs / s.program_id
-    shutil.copytree(s.bundle, bundle, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copy_bundle(s.bundle, bundle)
     members = [party.init_party(work / f"p{i}", n) for i, n in enumerate(s.parties)]
     now = datetime.now(UTC)
-    c = contracts.new_contract(
-        s.title, s.collaboration_id,
-        not_before=now - timedelta(minutes=5), not_after=now + timedelta(days=1),
-    )  # fmt: skip
-    providers = {ds.owner for ds in s.datasets}
-    recipients = {i for i, _ in s.recipients}
-    for i, m in enumerate(members):
-        roles = (
-            (["data-provider"] if i in providers else [])
-            + (["result-recipient"] if i in recipients else [])
-            + (["job-submitter"] if i == s.submitter else [])
-        )
-        c = contracts.add_party(c, m.card, roles)
-    for ds in s.datasets:
-        c = contracts.add_dataset(
-            c, dataset_id=ds.dataset_id, owner=members[ds.owner].card.party_id,
-            description=ds.description, fmt=ds.fmt, columns=list(ds.columns),
-        )  # fmt: skip
-    c = contracts.add_program(
-        c,
-        program_id=s.program_id,
+    c = demo_scenario.draft_contract(
+        s,
+        members,
         bundle=bundle,
-        entry_point=s.entry_point,
-        description=s.program_description,
-        inputs=[ds.dataset_id for ds in s.datasets],
-        recipients=[(members[i].card.party_id, view) for i, view in s.recipients],
-        min_group_size=s.min_group_size,
-        parameters={k: dict(v) for k, v in s.parameters.items()},
-    )
-    submitter = members[s.submitter]
-    c = contracts.set_policy(
-        c,
-        platforms=[{"platform": "simulated", "measurements": [measure_enclave()]}],
-        submitters=[submitter.card.party_id],
+        measurement=measure_enclave(),
+        not_before=now - timedelta(minutes=5),
+        not_after=now + timedelta(days=1),
         retention={"destroy_keys": "at-expiry"},
     )
+    submitter = members[s.submitter]
     for m in members:
         c = contracts.sign(c, m)
     verified = verify_contract(c, now=datetime.now(UTC))
@@ -154,7 +129,9 @@ def measure(name: str, work: Path, scale: float, rounds: int, settle: float) -> 
 
     plains: list[float] = []
     jobs: list[tuple[float, dict[str, float]]] = []
-    with host_process(work) as url:
+    # The host as its own process, as deployed: its request handling does
+    # not share the enclave's interpreter (and GIL) with the decryption.
+    with running_host(work, None, os.environ) as url:
         host = HostClient(url, timeout=600)
         host.put_contract(verified.contract.envelope.to_json())
         service = EnclaveService(

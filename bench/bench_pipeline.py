@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchlib import host_process
+from nestor.cli.demo import running_host
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
 from nestor.enclave import runner as runner_mod
@@ -207,7 +207,9 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
     verified = verify_contract(c, now=datetime.now(UTC))
     owners = {f"d{i}": m.card.party_id for i, m in enumerate(members)}
 
-    with host_process(work) as url:
+    # The host as its own process, as deployed: its request handling does
+    # not share the enclave's interpreter (and GIL) with the decryption.
+    with running_host(work, None, os.environ) as url:
         host = HostClient(url, timeout=600)
         host.put_contract(verified.contract.envelope.to_json())
         service = EnclaveService(

@@ -4,7 +4,6 @@ checked outputs; torch must import and train inside."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from ehr_lstm import main
 
 from nestor.enclave.sandbox import InputFile, Limits, ProgramError, ProgramSpec, run_program
-from nestor.programs.bundle import bundle_digest
+from nestor.programs.bundle import bundle_digest, copy_bundle
 
 BUNDLE = Path(__file__).resolve().parents[1] / "program"
 LIMITS = Limits(wall_time_s=120, memory_mb=4096)
@@ -28,7 +27,7 @@ def _bundle(tmp_path: Path) -> Path:
     # Importing the package from the tests leaves __pycache__ in the source
     # tree; the sandbox (like the enclave) refuses bundles with bytecode.
     copy = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copy_bundle(BUNDLE, copy)
     return copy
 
 

@@ -3,7 +3,6 @@ real files, with the outputs checked afterwards by the enclave's code."""
 
 from __future__ import annotations
 
-import shutil
 import types
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from mobility_ev.main import run
 
 from nestor.enclave.sandbox import InputFile, Limits, ProgramError, ProgramSpec, run_program
-from nestor.programs.bundle import bundle_digest
+from nestor.programs.bundle import bundle_digest, copy_bundle
 
 BUNDLE = Path(__file__).resolve().parents[1] / "program"
 LIMITS = Limits(wall_time_s=120, memory_mb=2048)
@@ -26,19 +25,12 @@ OWNERS = {
 }
 
 
-def copy_bundle(tmp_path: Path) -> Path:
-    # Importing the package from the tests leaves bytecode the enclave refuses.
-    target = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return target
-
-
 def spec_for(tmp_path: Path, paths: dict[str, Path], parameters: dict[str, object]) -> ProgramSpec:
     out = tmp_path / "out"
     out.mkdir()
     return ProgramSpec(
         program="mobility-ev",
-        bundle=copy_bundle(tmp_path),
+        bundle=copy_bundle(BUNDLE, tmp_path / "bundle"),
         entry_point="mobility_ev.main:run",
         inputs={name: InputFile(path, "csv") for name, path in paths.items()},
         output_dir=out,

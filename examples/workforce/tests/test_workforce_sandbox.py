@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ import workforce_data as wd
 from workforce_model.main import run
 
 from nestor.enclave.sandbox import InputFile, Limits, ProgramError, ProgramSpec, run_program
+from nestor.programs.bundle import copy_bundle
 
 BUNDLE = Path(__file__).resolve().parents[1] / "program"
 LIMITS = Limits(wall_time_s=120, memory_mb=4096)
@@ -23,7 +23,7 @@ PARAMETERS = {"covariates": "tenure_years,remote_share", "reference_structure": 
 
 def spec_for(tmp_path: Path, paths: list[Path]) -> ProgramSpec:
     bundle = tmp_path / "bundle" / "workforce"
-    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copy_bundle(BUNDLE, bundle)
     out = tmp_path / "out"
     out.mkdir()
     inputs = {p.stem: InputFile(p, "csv") for p in paths}

@@ -34,6 +34,7 @@ from nestor.cli.enclave import default_programs_dir
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
 from nestor.errors import ConfigurationError
+from nestor.programs.bundle import copy_bundle
 from nestor.protocol.contract import verify_contract
 from nestor.simtee.measure import measure_enclave
 from nestor.simtee.vendor import load_vendor_public_key
@@ -76,16 +77,18 @@ def make_visits(path: Path, rows: int, seed: int) -> None:
 
 
 @contextmanager
-def running_host(workspace: Path, contract: Path, env: dict[str, str]) -> Iterator[str]:
-    """`nestor host serve` on a free loopback port, with its dispatcher
-    starting the simulated enclave; stopped (and the enclave with it) on exit."""
+def running_host(workspace: Path, contract: Path | None, env: Mapping[str, str]) -> Iterator[str]:
+    """`nestor host serve` as its own process on a free loopback port, its
+    data in ``workspace/host``; with ``contract``, its dispatcher starts the
+    simulated enclave for it. Stopped (and the enclave with it) on exit."""
     cmd = [
         sys.executable, "-m", "nestor.cli.main", "host", "serve",
         "--data-dir", str(workspace / "host"), "--listen", "127.0.0.1:0",
-        "--enclave-contract", str(contract), "--tee", "sim",
     ]  # fmt: skip
+    if contract is not None:
+        cmd += ["--enclave-contract", str(contract), "--tee", "sim"]
     log = (workspace / "host.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=dict(env))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()
@@ -216,8 +219,7 @@ def _install_bundle(scenario: Scenario, programs: Path) -> Path:
     Caches that running the example's tests may leave are not part of it."""
     target = programs / scenario.program_id
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(scenario.bundle, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return target
+    return copy_bundle(scenario.bundle, target)
 
 
 def _run(root: Path, scenario: Scenario) -> None:
@@ -246,45 +248,13 @@ def _run(root: Path, scenario: Scenario) -> None:
     _step(3, f"{submitter.card.name} drafts the contract; every party reviews and signs it")
     measurement = measure_enclave()
     now = datetime.now(UTC).replace(microsecond=0)
-    draft = contracts.new_contract(
-        scenario.title,
-        scenario.collaboration_id,
+    draft = demo_scenario.draft_contract(
+        scenario,
+        members,
+        bundle=bundle,
+        measurement=measurement,
         not_before=now - timedelta(minutes=5),
         not_after=now + timedelta(days=90),
-    )
-    providers = {ds.owner for ds in scenario.datasets}
-    recipients = {i for i, _ in scenario.recipients}
-    for i, m in enumerate(members):
-        roles = (
-            (["data-provider"] if i in providers else [])
-            + (["result-recipient"] if i in recipients else [])
-            + (["job-submitter"] if i == scenario.submitter else [])
-        )
-        draft = contracts.add_party(draft, m.card, roles)
-    for ds in scenario.datasets:
-        draft = contracts.add_dataset(
-            draft,
-            dataset_id=ds.dataset_id,
-            owner=members[ds.owner].card.party_id,
-            description=ds.description,
-            fmt=ds.fmt,
-            columns=list(ds.columns),
-        )
-    draft = contracts.add_program(
-        draft,
-        program_id=scenario.program_id,
-        bundle=bundle,
-        entry_point=scenario.entry_point,
-        description=scenario.program_description,
-        inputs=[ds.dataset_id for ds in scenario.datasets],
-        recipients=[(members[i].card.party_id, view) for i, view in scenario.recipients],
-        min_group_size=scenario.min_group_size,
-        parameters={k: dict(v) for k, v in scenario.parameters.items()},
-    )
-    draft = contracts.set_policy(
-        draft,
-        platforms=[{"platform": "simulated", "measurements": [measurement]}],
-        submitters=[submitter.card.party_id],
         max_runs=10,
     )
     contract_path = root / "contract.json"

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from nestor.client import contracts
+from nestor.client.party import Party
 from nestor.errors import ConfigurationError
+from nestor.protocol.contract import Contract
 
 
 @dataclass(frozen=True)
@@ -112,3 +116,59 @@ def load(examples: Path, name: str, work_dir: Path, *, seed: int, scale: float) 
         got = type(scenario).__name__
         raise ConfigurationError(f"{module.__file__}: build() returned {got}, not a Scenario")
     return scenario
+
+
+def draft_contract(
+    scenario: Scenario,
+    members: Sequence[Party],
+    *,
+    bundle: Path,
+    measurement: str,
+    not_before: datetime,
+    not_after: datetime,
+    max_runs: int | None = None,
+    retention: dict[str, Any] | None = None,
+) -> Contract:
+    """The unsigned contract a scenario describes: its parties (``members``,
+    in the scenario's order) with the roles their datasets, results and jobs
+    need, its datasets, its program (``bundle``'s digest) and a policy that
+    accepts the simulated TEE measuring ``measurement``."""
+    draft = contracts.new_contract(
+        scenario.title, scenario.collaboration_id, not_before=not_before, not_after=not_after
+    )
+    providers = {ds.owner for ds in scenario.datasets}
+    recipients = {i for i, _ in scenario.recipients}
+    for i, m in enumerate(members):
+        roles = (
+            (["data-provider"] if i in providers else [])
+            + (["result-recipient"] if i in recipients else [])
+            + (["job-submitter"] if i == scenario.submitter else [])
+        )
+        draft = contracts.add_party(draft, m.card, roles)
+    for ds in scenario.datasets:
+        draft = contracts.add_dataset(
+            draft,
+            dataset_id=ds.dataset_id,
+            owner=members[ds.owner].card.party_id,
+            description=ds.description,
+            fmt=ds.fmt,
+            columns=list(ds.columns),
+        )
+    draft = contracts.add_program(
+        draft,
+        program_id=scenario.program_id,
+        bundle=bundle,
+        entry_point=scenario.entry_point,
+        description=scenario.program_description,
+        inputs=[ds.dataset_id for ds in scenario.datasets],
+        recipients=[(members[i].card.party_id, view) for i, view in scenario.recipients],
+        min_group_size=scenario.min_group_size,
+        parameters={k: dict(v) for k, v in scenario.parameters.items()},
+    )
+    return contracts.set_policy(
+        draft,
+        platforms=[{"platform": "simulated", "measurements": [measurement]}],
+        submitters=[members[scenario.submitter].card.party_id],
+        max_runs=max_runs,
+        retention=retention,
+    )

@@ -338,11 +338,12 @@ def serve(
             )
         if dispatcher is not None and enclave_contract is not None:
             dispatcher.add(enclave_contract.resolve(), tee=tee)
-        if dispatcher_kind is DispatcherKind.kubernetes and dispatcher is not None:
-            # Reach the API (RBAC, the PodTemplate) before serving, so that a
-            # misconfigured cluster ends here with its diagnosis instead of in
-            # uvicorn's startup traceback. The listening socket queues early
-            # enclave connections until uvicorn accepts them.
+        if dispatcher is not None:
+            # Start the enclaves before serving, so that a dispatcher that
+            # cannot (no cluster API, RBAC, no podman, a bad rootfs) ends here
+            # with its diagnosis instead of in uvicorn's startup traceback.
+            # The listening socket queues the enclaves' first requests until
+            # uvicorn accepts them; the app's own start is then a no-op.
             dispatcher.start_all()
     except NestorError:
         sock.close()

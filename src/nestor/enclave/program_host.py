@@ -272,6 +272,7 @@ def load_inputs(spec: Spec) -> dict[str, Any]:
 def _wait_for_delivery(ds: str, path: Path) -> None:
     """Wait until the enclave has renamed the whole verified input into place
     (or marked it failed). The sandbox's time limit bounds the wait."""
+    # sandbox.FAILED_SUFFIX: this script imports nothing from nestor.
     failed = path.with_name(path.name + ".failed")
     pause = 0.001
     while not path.exists():

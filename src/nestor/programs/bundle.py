@@ -116,3 +116,13 @@ def read_manifest(root: Path) -> BundleManifest:
 
 def bundle_digest(root: Path) -> str:
     return read_manifest(root).digest
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    """Copy a bundle's source to ``dst`` without the bytecode caches that
+    importing it (from tests, say) leaves behind, which the digest refuses."""
+    import shutil
+
+    patterns = [*_BYTECODE_DIRS, *(f"*{suffix}" for suffix in _BYTECODE_SUFFIXES)]
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*patterns))
+    return dst
