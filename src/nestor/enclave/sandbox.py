@@ -78,9 +78,11 @@ from nestor.protocol import canonical
 from nestor.simtee.vendor import config_dir
 
 __all__ = [
+    "LOADED_MESSAGE",
     "InputFile",
     "Limits",
     "OutputFile",
+    "PhaseUsage",
     "ProgramError",
     "ProgramSpec",
     "SandboxError",
@@ -204,11 +206,18 @@ class ProgramSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     min_group_size: int = 1
     owners: Mapping[str, str] = field(default_factory=dict)
+    release_inputs: bool = False
+    """Delete the input files as soon as the program host has loaded them
+    (only for files the caller made for this run). Their plaintext then
+    leaves memory before the program computes instead of after it ends; a
+    pending input's pages are freed at once, a ready input bound on its own
+    when the sandbox ends."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, loaded_fd: int | None = None) -> dict[str, Any]:
         return {
             "type": SPEC_TYPE,
             "version": 1,
+            "loaded_fd": loaded_fd,
             "program": self.program,
             "bundle": str(self.bundle.resolve()),
             "entry_point": self.entry_point,
@@ -257,9 +266,21 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class PhaseUsage:
+    """What the program host's process spent in one phase (getrusage):
+    CPU seconds in user and kernel mode, and minor page faults."""
+
+    user_s: float
+    sys_s: float
+    minor_faults: int
+
+
+@dataclass(frozen=True)
 class Timings:
     """Seconds. ``start_s`` is from spawning the sandbox until the program
-    host's first line ran (bubblewrap setup plus interpreter start)."""
+    host's first line ran (bubblewrap setup plus interpreter start).
+    ``usage`` holds the program host's CPU time and page faults for the
+    phases ``inputs`` and ``program`` when it reported them."""
 
     setup_s: float
     start_s: float
@@ -270,6 +291,7 @@ class Timings:
     teardown_s: float
     total_s: float
     cpu_s: float
+    usage: Mapping[str, PhaseUsage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -829,13 +851,65 @@ def run_program(
     t0 = time.time()
     chosen, bwrap = ("none", None) if insecure_no_sandbox else choose_backend(spec.program, backend)
     _check_spec(spec)
-    with tempfile.TemporaryDirectory(prefix="nestor-run-") as tmp:
-        run_dir = Path(tmp)
-        spec_file = run_dir / "spec.json"
-        spec_file.write_text(json.dumps(spec.to_json(), sort_keys=True), encoding="utf-8")
-        empty_file = run_dir / "empty"
-        empty_file.write_bytes(b"")
-        return _run(spec, limits, chosen, bwrap, run_dir, spec_file, empty_file, t0)
+    release = _InputRelease(spec) if spec.release_inputs else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="nestor-run-") as tmp:
+            run_dir = Path(tmp)
+            spec_file = run_dir / "spec.json"
+            loaded_fd = release.child_fd if release is not None else None
+            spec_file.write_text(
+                json.dumps(spec.to_json(loaded_fd), sort_keys=True), encoding="utf-8"
+            )
+            empty_file = run_dir / "empty"
+            empty_file.write_bytes(b"")
+            return _run(spec, limits, chosen, bwrap, run_dir, spec_file, empty_file, t0, release)
+    finally:
+        if release is not None:
+            release.close()
+
+
+LOADED_MESSAGE: Final = b"inputs-loaded\n"
+
+
+class _InputRelease:
+    """Deletes a run's input files when the program host says, on a pipe of
+    its own, that it has loaded every input (``LOADED_MESSAGE``). The program
+    gets tables, never paths, so the files are of no further use to it.
+
+    Nothing here is trusted to the program host: a program that sends the
+    message early only loses inputs it has not read yet, and one that never
+    sends it leaves the files to the end of the run, as without a release."""
+
+    def __init__(self, spec: ProgramSpec) -> None:
+        self.paths = [f.path for f in spec.inputs.values()]
+        self.read_fd, self.child_fd = os.pipe()
+        self.released = False
+
+    def spawned(self) -> None:
+        """After the sandbox started: only the child holds the write end now."""
+        if self.child_fd >= 0:
+            os.close(self.child_fd)
+            self.child_fd = -1
+
+    def on_readable(self) -> bool:
+        """Read what the program host sent; False once nothing more can come."""
+        try:
+            data = os.read(self.read_fd, len(LOADED_MESSAGE))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if data == LOADED_MESSAGE and not self.released:
+            self.released = True
+            for path in self.paths:
+                path.unlink(missing_ok=True)
+        return False  # one message, then the channel is done
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.child_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.child_fd = -1
 
 
 def _check_spec(spec: ProgramSpec) -> None:
@@ -872,6 +946,7 @@ def _run(
     spec_file: Path,
     empty_file: Path,
     t0: float,
+    release: _InputRelease | None = None,
 ) -> SandboxResult:
     sandboxed = backend != "none"
     own_netns = bwrap is not None and _cap_sys_admin()
@@ -929,7 +1004,11 @@ def _run(
                         cwd=str(spec.output_dir),
                         start_new_session=True,
                         close_fds=True,
-                        pass_fds=(seccomp_r,) if seccomp_r is not None else (),
+                        pass_fds=tuple(
+                            fd
+                            for fd in (seccomp_r, release.child_fd if release else None)
+                            if fd is not None
+                        ),
                         preexec_fn=_preexec(
                             limits,
                             unshare_net=own_netns,
@@ -966,8 +1045,10 @@ def _run(
                 if confinement is not None:
                     confinement.close()
             break
+        if release is not None:
+            release.spawned()
         with _killing(proc):
-            waited = _wait(proc, limits.wall_time_s)
+            waited = _wait(proc, limits.wall_time_s, release)
             timed_out = waited is None
             if waited is None:
                 _kill_group(proc)
@@ -1063,7 +1144,10 @@ def _run(
             message = f"{message} (at {where})"
         raise fail(message, kind, where=where, hint=hint)
     outputs = _collect_outputs(spec, limits, report, fail)
-    timings = _timings(times, t0, t_spawn, t_end, cpu_s)
+    raw_usage = report.get("usage")
+    timings = _timings(
+        times, t0, t_spawn, t_end, cpu_s, raw_usage if isinstance(raw_usage, dict) else None
+    )
     return SandboxResult(
         exit_status=status,
         outputs=outputs,
@@ -1078,9 +1162,12 @@ def _run(
     )
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+def _wait(
+    proc: subprocess.Popen[bytes], timeout: float, release: _InputRelease | None = None
+) -> int | None:
     """The exit status, or None after ``timeout`` seconds. A pidfd wakes up the
-    moment the child ends (Popen.wait(timeout) polls in steps of up to 50 ms)."""
+    moment the child ends (Popen.wait(timeout) polls in steps of up to 50 ms);
+    meanwhile ``release`` hears when the inputs are loaded."""
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
@@ -1088,11 +1175,20 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+    deadline = time.monotonic() + timeout
+    watching = [pidfd] + ([release.read_fd] if release is not None else [])
     try:
-        ready, _, _ = select.select([pidfd], [], [], timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select(watching, [], [], left)
+            if pidfd in ready:
+                return proc.wait()
+            if release is not None and release.read_fd in ready and not release.on_readable():
+                watching.remove(release.read_fd)
     finally:
         os.close(pidfd)
-    return proc.wait() if ready else None
 
 
 def _pipe_with(data: bytes) -> int:
@@ -1120,9 +1216,41 @@ def _killing(proc: subprocess.Popen[bytes]) -> Iterator[None]:
         raise
 
 
+def _phase_usage(usage: Mapping[str, Any]) -> dict[str, PhaseUsage]:
+    """Per phase, the difference between the program host's resource usage
+    at the marks around it (``[user_s, sys_s, minor_faults]`` each)."""
+
+    def mark(name: str) -> tuple[float, float, int] | None:
+        value = usage.get(name)
+        if (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            return float(value[0]), float(value[1]), int(value[2])
+        return None
+
+    phases: dict[str, PhaseUsage] = {}
+    for phase, start, end in (
+        ("inputs", "started", "inputs_loaded"),
+        ("program", "program_started", "program_finished"),
+    ):
+        a, b = mark(start), mark(end)
+        if a is not None and b is not None:
+            phases[phase] = PhaseUsage(b[0] - a[0], b[1] - a[1], b[2] - a[2])
+    return phases
+
+
 def _timings(
-    times: Mapping[str, Any], t0: float, t_spawn: float, t_end: float, cpu_s: float
+    times: Mapping[str, Any],
+    t0: float,
+    t_spawn: float,
+    t_end: float,
+    cpu_s: float,
+    usage: Mapping[str, Any] | None = None,
 ) -> Timings:
+    usage = usage or {}
+
     def at(name: str, default: float) -> float:
         value = times.get(name)
         return float(value) if isinstance(value, (int, float)) else default
@@ -1133,6 +1261,7 @@ def _timings(
     program_finished = at("program_finished", program_started)
     written = at("outputs_written", program_finished)
     return Timings(
+        usage=_phase_usage(usage),
         setup_s=t_spawn - t0,
         start_s=started - t_spawn,
         inputs_s=loaded - started,
