@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -270,7 +271,7 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
                 now=datetime.now(UTC), enclave=enclave, work_dir=d, party_dir=d,
             )  # fmt: skip
         upload_s = time.perf_counter() - t
-        # Alternate plain and confidential runs, each after the same idle
+        # Alternate plain, sandboxed and confidential runs, each after the same idle
         # pause: this VM hands freed memory back to its host after about 2 s,
         # and memory touched again after that is several times slower. Without
         # the pause, a plain run right after a job reuses warm memory while the
@@ -280,12 +281,8 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
         sandboxes: list[float] = []
         jobs: list[tuple[float, dict[str, float]]] = []
         host_pid = _host_pid()
-        for _ in range(rounds):
-            time.sleep(settle)
-            plain_runs.append(plain_run(files, owners))
-            time.sleep(settle)
-            sandboxes.append(sandbox_run(files, owners, work))
-            time.sleep(settle)
+
+        def job_run() -> None:
             job_id = pipeline.submit_job(
                 host, members[0], verified, "pooled-stats", {"group_by": "ward"},
                 now=datetime.now(UTC),
@@ -311,6 +308,19 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
             if status.status != "done":
                 raise SystemExit(f"job failed: {status.error}")
             jobs.append((job_s, {**service.last_timings, **runner_mod.LAST_TIMINGS}))
+
+        runs: dict[str, Callable[[], object]] = {
+            "plain": lambda: plain_runs.append(plain_run(files, owners)),
+            "sandbox": lambda: sandboxes.append(sandbox_run(files, owners, work)),
+            "job": job_run,
+        }
+        order = list(runs)
+        for r in range(rounds):
+            # Each variant takes each place in the order in turn: what ran
+            # just before shapes the memory a run gets on this VM.
+            for name in order[r % 3 :] + order[: r % 3]:
+                time.sleep(settle)
+                runs[name]()
 
     plains = [p[0] for p in plain_runs]
     plain_best = min(plains)
