@@ -98,8 +98,8 @@ print(json.dumps({"read_inputs": t1 - t0, "program": t2 - t1,
 """
 
 
-def _cpu(label: str, user: float, sys_s: float, faults: float) -> str:
-    return f"{label} user {user:.2f} + sys {sys_s:.2f} s, {faults / 1000:.0f}k faults"
+def _cpu(user: float, sys_s: float, faults: float) -> str:
+    return f"user {user:.2f} + sys {sys_s:.2f} s, {faults / 1000:.0f}k faults"
 
 
 def _host_pid() -> int | None:
@@ -151,7 +151,7 @@ def sandbox_run(files: dict[str, Path], owners: dict[str, str], work: Path) -> f
     print(
         f"  sandbox {elapsed:.2f} s: read_inputs {result.timings.inputs_s:.2f}, "
         f"program {result.timings.program_s:.2f} "
-        f"({_cpu('', u['program'].user_s, u['program'].sys_s, u['program'].minor_faults)})",
+        f"({_cpu(u['program'].user_s, u['program'].sys_s, u['program'].minor_faults)})",
         flush=True,
     )
     return elapsed
@@ -183,7 +183,7 @@ def plain_run(files: dict[str, Path], owners: dict[str, str]) -> tuple[float, fl
     phases = json.loads(done.stdout.strip().splitlines()[-1])
     print(
         f"  plain   {elapsed:.2f} s: read_inputs {phases['read_inputs']:.2f}, "
-        f"program {phases['program']:.2f} ({_cpu('', *phases['program_usage'])})",
+        f"program {phases['program']:.2f} ({_cpu(*phases['program_usage'])})",
         flush=True,
     )
     return elapsed, float(phases["program"])
@@ -299,7 +299,7 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
             print(
                 f"  job     {job_s:.2f} s: read_inputs {lt.get('read_inputs', 0.0):.2f}, "
                 f"program {lt.get('program', 0.0):.2f} ("
-                + _cpu("", lt["program_user"], lt["program_sys"], lt["program_faults"])
+                + _cpu(lt["program_user"], lt["program_sys"], lt["program_faults"])
                 + f"); enclave process CPU {own_cpu:.2f} s (fetch, decrypt, verify, seal), "
                 f"host process CPU {host_cpu:.2f} s (serving ciphertext)",
                 flush=True,

@@ -509,9 +509,6 @@ def run(spec_path: Path, reporter: Reporter) -> int:
     try:
         spec = read_spec(spec_path)
         stage = "inputs"
-        if spec.loaded_fd is not None:
-            with contextlib.suppress(OSError):
-                os.set_inheritable(spec.loaded_fd, False)
         inputs = load_inputs(spec)
         reporter.mark("inputs_loaded")
         say_loaded(spec.loaded_fd)

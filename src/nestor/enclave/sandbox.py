@@ -883,7 +883,6 @@ class _InputRelease:
     def __init__(self, spec: ProgramSpec) -> None:
         self.paths = [f.path for f in spec.inputs.values()]
         self.read_fd, self.child_fd = os.pipe()
-        self.released = False
 
     def spawned(self) -> None:
         """After the sandbox started: only the child holds the write end now."""
@@ -891,19 +890,16 @@ class _InputRelease:
             os.close(self.child_fd)
             self.child_fd = -1
 
-    def on_readable(self) -> bool:
-        """Read what the program host sent; False once nothing more can come."""
+    def on_readable(self) -> None:
+        """Read the one message the program host may send (or the end of the
+        pipe); the channel is done after it."""
         try:
             data = os.read(self.read_fd, len(LOADED_MESSAGE))
-        except BlockingIOError:
-            return True
         except OSError:
-            return False
-        if data == LOADED_MESSAGE and not self.released:
-            self.released = True
+            return
+        if data == LOADED_MESSAGE:
             for path in self.paths:
                 path.unlink(missing_ok=True)
-        return False  # one message, then the channel is done
 
     def close(self) -> None:
         for fd in (self.read_fd, self.child_fd):
@@ -1144,10 +1140,7 @@ def _run(
             message = f"{message} (at {where})"
         raise fail(message, kind, where=where, hint=hint)
     outputs = _collect_outputs(spec, limits, report, fail)
-    raw_usage = report.get("usage")
-    timings = _timings(
-        times, t0, t_spawn, t_end, cpu_s, raw_usage if isinstance(raw_usage, dict) else None
-    )
+    timings = _timings(times, t0, t_spawn, t_end, cpu_s, report.get("usage"))
     return SandboxResult(
         exit_status=status,
         outputs=outputs,
@@ -1185,7 +1178,8 @@ def _wait(
             ready, _, _ = select.select(watching, [], [], left)
             if pidfd in ready:
                 return proc.wait()
-            if release is not None and release.read_fd in ready and not release.on_readable():
+            if release is not None and release.read_fd in ready:
+                release.on_readable()
                 watching.remove(release.read_fd)
     finally:
         os.close(pidfd)
@@ -1216,9 +1210,11 @@ def _killing(proc: subprocess.Popen[bytes]) -> Iterator[None]:
         raise
 
 
-def _phase_usage(usage: Mapping[str, Any]) -> dict[str, PhaseUsage]:
+def _phase_usage(usage: object) -> dict[str, PhaseUsage]:
     """Per phase, the difference between the program host's resource usage
     at the marks around it (``[user_s, sys_s, minor_faults]`` each)."""
+    if not isinstance(usage, dict):
+        return {}
 
     def mark(name: str) -> tuple[float, float, int] | None:
         value = usage.get(name)
@@ -1247,9 +1243,8 @@ def _timings(
     t_spawn: float,
     t_end: float,
     cpu_s: float,
-    usage: Mapping[str, Any] | None = None,
+    usage: object = None,
 ) -> Timings:
-    usage = usage or {}
 
     def at(name: str, default: float) -> float:
         value = times.get(name)
