@@ -1,8 +1,10 @@
 """A confidential job against the same program on the same plaintext.
 
-Usage: python bench/bench_pipeline.py [--gb 1.0] [--parties 3] [--dir /dev/shm]
+Usage: python bench/bench_pipeline.py [--gb 1.0] [--parties 3] [--rounds 3]
+       [--dir /dev/shm] [--no-huge-pages] [--no-warmup]
 
-Three parties each hold a share of >= 1 GB of CSV in total. In one run:
+Three parties each hold a share of >= 1 GB of CSV in total. After an
+uncounted warm-up round, each round runs:
 
 - **plain**: the pooled-stats program called directly on the plaintext files
   (the program's own CSV reading included), no sandbox, no cryptography;
@@ -14,6 +16,8 @@ Three parties each hold a share of >= 1 GB of CSV in total. In one run:
   starts and the program reads the inputs already delivered, seals each
   recipient's result, signs the receipt and appends the audit log.
 
+Every variant gives the program the same memory pages as the enclave's
+sandbox does (the kernel's policy, or 4 KiB with --no-huge-pages).
 Encryption and upload happen on the parties' machines before the job and are
 timed separately. Prints the ratio confidential / plain (target ≤ 1.25, goal
 1.10) and where the job's time goes.
@@ -41,7 +45,13 @@ from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
 from nestor.enclave import runner as runner_mod
 from nestor.enclave.host_link import HostLink
-from nestor.enclave.sandbox import InputFile, Limits, ProgramSpec, run_program
+from nestor.enclave.sandbox import (
+    InputFile,
+    Limits,
+    ProgramSpec,
+    disable_huge_pages,
+    run_program,
+)
 from nestor.enclave.service import EnclaveService
 from nestor.enclave.tee import select_producer
 from nestor.protocol.contract import verify_contract
@@ -129,7 +139,9 @@ def _process_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def sandbox_run(files: dict[str, Path], owners: dict[str, str], work: Path) -> float:
+def sandbox_run(
+    files: dict[str, Path], owners: dict[str, str], work: Path, huge_pages: bool
+) -> float:
     """The same program on the same plaintext files in the sandbox, no
     cryptography and no host: what the sandbox alone costs."""
     out = Path(tempfile.mkdtemp(prefix="sandbox-out-", dir=work))
@@ -144,7 +156,8 @@ def sandbox_run(files: dict[str, Path], owners: dict[str, str], work: Path) -> f
         owners=owners,
     )
     t = time.perf_counter()
-    result = run_program(spec, limits=Limits(wall_time_s=3600, memory_mb=16384))
+    limits = Limits(wall_time_s=3600, memory_mb=16384, huge_pages=huge_pages)
+    result = run_program(spec, limits=limits)
     elapsed = time.perf_counter() - t
     shutil.rmtree(out, ignore_errors=True)
     u = result.timings.usage
@@ -157,10 +170,13 @@ def sandbox_run(files: dict[str, Path], owners: dict[str, str], work: Path) -> f
     return elapsed
 
 
-def plain_run(files: dict[str, Path], owners: dict[str, str]) -> tuple[float, float]:
+def plain_run(
+    files: dict[str, Path], owners: dict[str, str], huge_pages: bool
+) -> tuple[float, float]:
     """The same program on the same plaintext, in a fresh Python process like
     the sandboxed one (a warm interpreter would flatter the baseline: memory
-    first touched in a new process is what this VM makes slow)."""
+    first touched in a new process is what this VM makes slow), with the
+    same kind of memory pages as the sandbox gives the program."""
     import json
     import subprocess
 
@@ -175,6 +191,8 @@ def plain_run(files: dict[str, Path], owners: dict[str, str]) -> tuple[float, fl
             json.dumps(owners),
         ],
         check=True,
+        # The pages the sandbox gives its program (Limits.huge_pages).
+        preexec_fn=None if huge_pages else disable_huge_pages,
         env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
@@ -196,16 +214,37 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating plain/confidential runs")
     ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before each run")
     ap.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
+    ap.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="count the first round too (it runs on cold memory)",
+    )
+    ap.add_argument(
+        "--no-huge-pages",
+        dest="huge_pages",
+        action="store_false",
+        help="give the program 4 KiB pages only, in every variant "
+        "(Limits(huge_pages=False), nestor enclave run --no-huge-pages)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nestor-bench-", dir=args.dir))
     os.environ["NESTOR_CONFIG_DIR"] = str(work / "config")
     try:
-        run(work, args.gb, args.parties, args.rounds, args.settle)
+        run(work, args.gb, args.parties, args.rounds, args.settle, args.huge_pages, args.warmup)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> None:
+def run(
+    work: Path,
+    gb: float,
+    n: int,
+    rounds: int = 2,
+    settle: float = 5.0,
+    huge_pages: bool = True,
+    warmup: bool = True,
+) -> None:
     share = int(gb * 1e9 / n) + 1
     dirs = [work / f"p{i}" for i in range(n)]
     members = [party.init_party(d, f"Party {i}") for i, d in enumerate(dirs)]
@@ -258,7 +297,9 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
             contract=verified.contract,
             producer=select_producer("sim"),
             programs_dir=EXAMPLES,
-            runner=runner_mod.make_runner(time_limit=3600, memory_limit_mb=16384),
+            runner=runner_mod.make_runner(
+                time_limit=3600, memory_limit_mb=16384, huge_pages=huge_pages
+            ),
         )
         service.start()
         enclave = pipeline.verify_enclave(
@@ -310,11 +351,22 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
             jobs.append((job_s, {**service.last_timings, **runner_mod.LAST_TIMINGS}))
 
         runs: dict[str, Callable[[], object]] = {
-            "plain": lambda: plain_runs.append(plain_run(files, owners)),
-            "sandbox": lambda: sandboxes.append(sandbox_run(files, owners, work)),
+            "plain": lambda: plain_runs.append(plain_run(files, owners, huge_pages)),
+            "sandbox": lambda: sandboxes.append(sandbox_run(files, owners, work, huge_pages)),
             "job": job_run,
         }
         order = list(runs)
+        if warmup:
+            # The first runs after the data is written are the slowest of a
+            # session (the VM's memory is cold), and the first would be plain.
+            print("warm-up round (not counted):", flush=True)
+            for name in order:
+                time.sleep(settle)
+                runs[name]()
+            plain_runs.clear()
+            sandboxes.clear()
+            jobs.clear()
+            print("counted rounds:", flush=True)
         for r in range(rounds):
             # Each variant takes each place in the order in turn: what ran
             # just before shapes the memory a run gets on this VM.
@@ -326,6 +378,8 @@ def run(work: Path, gb: float, n: int, rounds: int = 2, settle: float = 5.0) -> 
     plain_best = min(plains)
     job_s, phases = min(jobs, key=lambda j: j[0])
     print(f"\ncombined plaintext {total / 1e9:.2f} GB in {n} datasets")
+    pages = "as the kernel's policy says" if huge_pages else "4 KiB pages only (huge pages off)"
+    print(f"program memory in every variant: {pages}")
     print(
         f"parties' side (before the job): encrypt + upload + grant {upload_s:.2f} s "
         f"({total / upload_s / 1e9:.2f} GB/s)"

@@ -50,6 +50,15 @@ def run(
     poll_interval: Annotated[float, typer.Option(help="Seconds between queue polls.")] = 0.2,
     time_limit: Annotated[int, typer.Option(help="Wall-clock seconds per program run.")] = 600,
     memory_limit_mb: Annotated[int, typer.Option(help="Address-space limit per program.")] = 8192,
+    huge_pages: Annotated[
+        bool,
+        typer.Option(
+            help="Let programs use transparent huge pages as the kernel's policy says "
+            "(the default); --no-huge-pages gives them 4 KiB pages only. On a VM that "
+            "hands freed memory back to its hypervisor either can be 1.5-2x faster: "
+            "measure with bench/bench_pipeline.py (docs/programs.md, 'Memory pages')."
+        ),
+    ] = True,
 ) -> None:
     """Run the enclave: check the contract, attest, announce, then serve jobs.
 
@@ -77,7 +86,9 @@ def run(
         contract=parse_contract(canonical.decode(contract.read_bytes())),
         producer=select_producer(tee),
         programs_dir=programs or default_programs_dir(),
-        runner=make_runner(time_limit=time_limit, memory_limit_mb=memory_limit_mb),
+        runner=make_runner(
+            time_limit=time_limit, memory_limit_mb=memory_limit_mb, huge_pages=huge_pages
+        ),
     )
     service.start()
     out.print(f"enclave {service.keys.keyid} serving contract {service.contract.digest}")

@@ -10,8 +10,10 @@ from nestor.enclave.sandbox import InputFile, Limits, ProgramSpec, run_program
 from nestor.enclave.service import ProgramRunner
 
 
-def make_runner(*, time_limit: int = 600, memory_limit_mb: int = 8192) -> ProgramRunner:
-    limits = Limits(wall_time_s=float(time_limit), memory_mb=memory_limit_mb)
+def make_runner(
+    *, time_limit: int = 600, memory_limit_mb: int = 8192, huge_pages: bool = True
+) -> ProgramRunner:
+    limits = Limits(wall_time_s=float(time_limit), memory_mb=memory_limit_mb, huge_pages=huge_pages)
 
     def run(
         *,

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import platform
@@ -239,7 +240,13 @@ class Limits:
     one second). ``max_processes`` counts threads too, and bubblewrap's own
     two processes. ``threads`` sets OMP/OpenBLAS/Arrow thread counts (each
     thread reserves address space, which counts against ``memory_mb``).
-    ``hide_paths`` are hidden *in addition to* :func:`default_hide_paths`."""
+    ``hide_paths`` are hidden *in addition to* :func:`default_hide_paths`.
+
+    ``huge_pages=False`` turns transparent huge pages off for the program
+    (4 KiB pages only); the default leaves the kernel's policy alone. On a
+    virtual machine that hands freed memory back to its hypervisor, the
+    choice changed a pandas program's time by 1.5-2x, in either direction
+    depending on what else ran (docs/programs.md, "Memory pages")."""
 
     wall_time_s: float = 600.0
     cpu_time_s: int | None = None
@@ -250,6 +257,7 @@ class Limits:
     max_output_mb: int = 1024
     threads: int = 1
     hide_paths: tuple[Path, ...] = ()
+    huge_pages: bool = True
 
     def effective_cpu_time_s(self) -> int:
         if self.cpu_time_s is not None:
@@ -753,6 +761,22 @@ def _sandbox_env(limits: Limits, tmp: str = "/tmp") -> dict[str, str]:  # noqa: 
 
 
 _CLONE_NEWNET: Final = 0x40000000
+_PR_SET_THP_DISABLE: Final = 41
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Loaded in the parent: a child between fork and exec should not dlopen.
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def disable_huge_pages() -> None:
+    """Turn transparent huge pages off for this process and every process it
+    starts (the setting is inherited and survives execve): what the sandbox
+    does for a program with ``Limits(huge_pages=False)``. Benchmarks give their
+    plain baselines the same pages with it (as a ``preexec_fn``)."""
+    if _libc().prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_THP_DISABLE) failed")
 
 
 def _preexec(
@@ -765,7 +789,7 @@ def _preexec(
     """Runs in the child between fork and exec: limits, cgroup, network
     namespace, then (Landlock backend) the confinement, which must come last:
     it takes away the rights the steps before it need."""
-    libc = ctypes.CDLL(None, use_errno=True) if unshare_net else None
+    libc = _libc()
     cpu = limits.effective_cpu_time_s()
     mem = limits.memory_mb * 1024 * 1024
     fsize = limits.max_file_mb * 1024 * 1024
@@ -774,7 +798,7 @@ def _preexec(
     def apply() -> None:
         if cgroup_fd is not None:
             os.write(cgroup_fd, b"0")
-        if libc is not None and libc.unshare(_CLONE_NEWNET) != 0:
+        if unshare_net and libc.unshare(_CLONE_NEWNET) != 0:
             # Fail closed: bwrap is told to keep this namespace (--share-net).
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -782,6 +806,8 @@ def _preexec(
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no plaintext in core dumps
+        if not limits.huge_pages:
+            disable_huge_pages()
         if confine is not None:
             confine()
 
