@@ -10,17 +10,8 @@ import json
 import textwrap
 from pathlib import Path
 
-import pytest
+from nestor.enclave.sandbox import Limits, ProgramSpec, run_program
 
-from nestor.enclave.sandbox import Limits, ProgramSpec, find_bwrap, run_program
-
-BACKENDS = [
-    pytest.param(
-        "bwrap",
-        marks=pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed"),
-    ),
-    "landlock",
-]
 PR_GET_THP_DISABLE = 42
 # Asks the kernel about its own process (prctl; /proc is not in every sandbox).
 PROGRAM = f"""
@@ -58,13 +49,11 @@ def own_thp_enabled() -> int:
     return int(1 - disabled)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_program_gets_the_kernels_policy_by_default(tmp_path: Path, backend: str) -> None:
     assert own_thp_enabled() == 1
     assert thp_enabled(tmp_path, Limits(wall_time_s=60), backend=backend) == 1
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_operator_can_turn_huge_pages_off(tmp_path: Path, backend: str) -> None:
     assert own_thp_enabled() == 1  # the enclave's own process keeps them
     limits = Limits(wall_time_s=60, huge_pages=False)

@@ -26,13 +26,6 @@ from nestor.enclave.sandbox import (
 )
 from nestor.protocol import canonical
 
-BACKENDS = [
-    pytest.param(
-        "bwrap",
-        marks=pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed"),
-    ),
-    "landlock",
-]
 LIMITS = Limits(wall_time_s=30, memory_mb=2048)
 PROGRAM = """
 def run(inputs, parameters, context):
@@ -68,7 +61,6 @@ def deliver_later(staging: Path, target: Path, rows: int, delay: float) -> threa
     return t
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_inputs_renamed_in_after_the_start_are_read_whole(tmp_path: Path, backend: str) -> None:
     inputs_dir, staging = tmp_path / "inputs", tmp_path / "staging"
     inputs_dir.mkdir()
@@ -93,7 +85,6 @@ def test_inputs_renamed_in_after_the_start_are_read_whole(tmp_path: Path, backen
     assert canonical.decode(result.outputs["meta"].path.read_bytes()) == {"a": 1000, "b": 2500}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_failed_delivery_stops_the_program_before_it_runs(tmp_path: Path, backend: str) -> None:
     inputs_dir = tmp_path / "inputs"
     inputs_dir.mkdir()
@@ -123,7 +114,6 @@ def test_a_failed_delivery_stops_the_program_before_it_runs(tmp_path: Path, back
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_pending_input_that_never_comes_ends_at_the_time_limit(
     tmp_path: Path, backend: str
 ) -> None:

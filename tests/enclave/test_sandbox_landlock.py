@@ -54,14 +54,7 @@ def working_bwrap() -> str | None:
     return bwrap if bwrap is not None and bwrap_problem(bwrap) is None else None
 
 
-@pytest.fixture(params=["landlock", "bwrap"])
-def backend(request: pytest.FixtureRequest) -> str:
-    name = str(request.param)
-    if name == "landlock" and LANDLOCK_PROBLEM is not None:
-        pytest.skip(f"Landlock backend unavailable: {LANDLOCK_PROBLEM}")
-    if name == "bwrap" and working_bwrap() is None:
-        pytest.skip("bubblewrap is missing or cannot create namespaces here")
-    return name
+# The `backend` fixture (each backend in turn) is in conftest.py.
 
 
 def make_spec(
