@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from nestor.enclave import sandbox_landlock
-from nestor.enclave.sandbox import bwrap_problem, find_bwrap
-
-LANDLOCK_PROBLEM = sandbox_landlock.unavailable_reason()
-
-
-def working_bwrap() -> str | None:
-    bwrap = find_bwrap()
-    return bwrap if bwrap is not None and bwrap_problem(bwrap) is None else None
+from sandbox_probe import LANDLOCK_PROBLEM, working_bwrap
 
 
 @pytest.fixture(params=["landlock", "bwrap"])

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
+from sandbox_probe import make_probe_spec
 
 from nestor.enclave import program_host
 from nestor.enclave.sandbox import (
@@ -43,22 +43,14 @@ def run(inputs, parameters, context):
 def make_spec(
     tmp_path: Path, *, release: bool, wait_s: float, spin_s: float = 0.0, text: str | None = None
 ) -> tuple[ProgramSpec, Path]:
-    bundle = tmp_path / "bundle" / "probe"
-    bundle.mkdir(parents=True)
-    (bundle / "__init__.py").write_text("")
-    (bundle / "main.py").write_text(textwrap.dedent(PROGRAM))
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     data = inputs / "d.csv"
     data.write_text(text if text is not None else "a,b\n1,2\n3,4\n5,6\n")
-    out = tmp_path / "out"
-    out.mkdir()
-    spec = ProgramSpec(
-        program="probe",
-        bundle=tmp_path / "bundle",
-        entry_point="probe.main:run",
+    spec = make_probe_spec(
+        tmp_path,
+        PROGRAM,
         inputs={"d": InputFile(data, "csv", pending=True)},
-        output_dir=out,
         parameters={"path": str(data), "wait_s": wait_s, "spin_s": spin_s},
         release_inputs=release,
     )

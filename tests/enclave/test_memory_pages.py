@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import ctypes
 import json
-import textwrap
 from pathlib import Path
 
-from nestor.enclave.sandbox import Limits, ProgramSpec, run_program
+from sandbox_probe import make_probe_spec
+
+from nestor.enclave.sandbox import Limits, run_program
 
 PR_GET_THP_DISABLE = 42
 # Asks the kernel about its own process (prctl; /proc is not in every sandbox).
@@ -24,21 +25,9 @@ def run(inputs, parameters, context):
 
 
 def thp_enabled(tmp_path: Path, limits: Limits, **run: object) -> int:
-    bundle = tmp_path / "bundle" / "probe"
-    bundle.mkdir(parents=True)
-    (bundle / "__init__.py").write_text("")
-    (bundle / "main.py").write_text(textwrap.dedent(PROGRAM))
-    out = tmp_path / "out"
-    out.mkdir()
-    spec = ProgramSpec(
-        program="probe",
-        bundle=tmp_path / "bundle",
-        entry_point="probe.main:run",
-        inputs={},
-        output_dir=out,
-    )
+    spec = make_probe_spec(tmp_path, PROGRAM)
     run_program(spec, limits=limits, **run)  # type: ignore[arg-type]
-    value = json.loads((out / "pages.json").read_text())["thp_enabled"]
+    value = json.loads((spec.output_dir / "pages.json").read_text())["thp_enabled"]
     assert isinstance(value, int)
     return value
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sandbox_probe import make_probe_spec
 
 from nestor.enclave.sandbox import (
     FAILED_SUFFIX,
@@ -34,19 +35,7 @@ def run(inputs, parameters, context):
 
 
 def spec(tmp_path: Path, inputs: dict[str, InputFile]) -> ProgramSpec:
-    bundle = tmp_path / "bundle" / "probe"
-    bundle.mkdir(parents=True)
-    (bundle / "__init__.py").write_text("")
-    (bundle / "main.py").write_text(textwrap.dedent(PROGRAM))
-    out = tmp_path / "out"
-    out.mkdir()
-    return ProgramSpec(
-        program="probe",
-        bundle=tmp_path / "bundle",
-        entry_point="probe.main:run",
-        inputs=inputs,
-        output_dir=out,
-    )
+    return make_probe_spec(tmp_path, PROGRAM, inputs=inputs)
 
 
 def deliver_later(staging: Path, target: Path, rows: int, delay: float) -> threading.Thread:

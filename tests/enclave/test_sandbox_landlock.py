@@ -17,13 +17,13 @@ import random
 import socket
 import stat
 import tempfile
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sandbox_probe import LANDLOCK_PROBLEM, make_probe_spec, working_bwrap
 
 from nestor.enclave import sandbox, sandbox_landlock
 from nestor.enclave.sandbox import (
@@ -40,7 +40,6 @@ from nestor.enclave.sandbox import (
 )
 from nestor.protocol import canonical
 
-LANDLOCK_PROBLEM = sandbox_landlock.unavailable_reason()
 needs_landlock = pytest.mark.skipif(
     LANDLOCK_PROBLEM is not None, reason=f"Landlock backend unavailable: {LANDLOCK_PROBLEM}"
 )
@@ -49,41 +48,13 @@ POOLED_STATS = REPO / "examples" / "pooled-stats"
 FAST = Limits(wall_time_s=20, memory_mb=1024)
 
 
-def working_bwrap() -> str | None:
-    bwrap = find_bwrap()
-    return bwrap if bwrap is not None and bwrap_problem(bwrap) is None else None
-
-
 # The `backend` fixture (each backend in turn) is in conftest.py.
-
-
-def make_spec(
-    tmp_path: Path,
-    source: str,
-    *,
-    inputs: dict[str, InputFile] | None = None,
-    owners: dict[str, str] | None = None,
-) -> ProgramSpec:
-    pkg = tmp_path / "bundle" / "probe"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "main.py").write_text(textwrap.dedent(source))
-    out = tmp_path / "out"
-    out.mkdir()
-    return ProgramSpec(
-        program="probe",
-        bundle=tmp_path / "bundle",
-        entry_point="probe.main:run",
-        inputs=inputs or {},
-        output_dir=out,
-        owners=owners or {},
-    )
 
 
 def run_probe(
     tmp_path: Path, source: str, backend: str = "landlock", limits: Limits = FAST
 ) -> SandboxResult:
-    return run_program(make_spec(tmp_path, source), limits=limits, backend=backend)
+    return run_program(make_probe_spec(tmp_path, source), limits=limits, backend=backend)
 
 
 def failure(
@@ -121,7 +92,7 @@ def visible_dir() -> Iterator[Path]:
 def test_a_table_program_runs_under_landlock(tmp_path: Path) -> None:
     data = tmp_path / "visits.csv"
     data.write_text("ward,days\na,1\nb,2\na,5\n")
-    spec = make_spec(
+    spec = make_probe_spec(
         tmp_path,
         """
         import os, tempfile, threading
@@ -168,7 +139,7 @@ def test_a_fifo_input_is_streamed_under_landlock(tmp_path: Path) -> None:
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    spec = make_spec(
+    spec = make_probe_spec(
         tmp_path,
         f"""
         def run(inputs, parameters, context):
@@ -466,7 +437,7 @@ def test_landlock_hides_everything_not_allowed_even_without_hide_paths(
 
 @needs_landlock
 def test_a_hidden_path_inside_an_allowed_one_is_refused(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, "def run(inputs, parameters, context):\n    return {}\n")
+    spec = make_probe_spec(tmp_path, "def run(inputs, parameters, context):\n    return {}\n")
     secret = spec.bundle / "secret.key"
     secret.write_text("x")
     with pytest.raises(SandboxError) as info:
@@ -715,7 +686,7 @@ def test_the_environment_variable_selects_the_backend(
 ) -> None:
     monkeypatch.setenv("NESTOR_SANDBOX", "landlock")
     assert choose_backend("probe") == ("landlock", None)
-    spec = make_spec(tmp_path, "def run(inputs, parameters, context):\n    return {}\n")
+    spec = make_probe_spec(tmp_path, "def run(inputs, parameters, context):\n    return {}\n")
     assert run_program(spec, limits=FAST).backend == "landlock"
     monkeypatch.setenv("NESTOR_SANDBOX", "firejail")
     with pytest.raises(SandboxError, match="unknown sandbox backend 'firejail'"):
@@ -767,7 +738,7 @@ def test_with_neither_sandbox_the_run_is_refused(
     monkeypatch.setattr(
         sandbox_landlock, "unavailable_reason", lambda: "the kernel has no Landlock (test)"
     )
-    spec = make_spec(tmp_path, "def run(inputs, parameters, context):\n    return {}\n")
+    spec = make_probe_spec(tmp_path, "def run(inputs, parameters, context):\n    return {}\n")
     with pytest.raises(SandboxError) as info:
         run_program(spec, limits=FAST, backend="auto")
     assert info.value.message == (
@@ -804,7 +775,7 @@ def test_a_confinement_step_that_fails_in_the_child_stops_the_run(
 
     monkeypatch.setattr(sandbox_landlock.Confinement, "apply_in_child", refuse)
     marker = tmp_path / "ran"
-    spec = make_spec(
+    spec = make_probe_spec(
         tmp_path,
         f"def run(inputs, parameters, context):\n    open({str(marker)!r}, 'w')\n    return {{}}\n",
     )
