@@ -10,11 +10,17 @@ uncounted warm-up round, each round runs:
   (the program's own CSV reading included), no sandbox, no cryptography;
 - **sandbox only**: the same program on the same plaintext files in the
   bubblewrap sandbox (no cryptography, no host): the sandbox's own share;
-- **confidential**: the whole enclave job, the host its own process on
-  loopback (`nestor host serve`): the enclave fetches each ciphertext,
+- **confidential**: the whole enclave job, run as deployed: the host
+  (`nestor host serve`) and the enclave (`nestor enclave run --tee sim`) are
+  each their own process on loopback. The enclave fetches each ciphertext,
   verifies and decrypts it into a memory-backed file while the sandbox
   starts and the program reads the inputs already delivered, seals each
-  recipient's result, signs the receipt and appends the audit log.
+  recipient's result, signs the receipt and appends the audit log. Its phase
+  timings come from the enclave's log. The enclave process is stopped
+  (SIGSTOP) while the baselines run, so its queue polling costs them nothing.
+
+The parties' data is written by child processes, as on the parties' own
+machines: this process never holds it.
 
 Every variant gives the program the same memory pages as the enclave's
 sandbox does (the kernel's policy, or 4 KiB with --no-huge-pages).
@@ -26,14 +32,19 @@ timed separately. Prints the ratio confidential / plain (target ≤ 1.25, goal
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
-import resource
+import re
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,8 +54,6 @@ import pandas as pd
 from nestor.cli.demo import running_host
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
-from nestor.enclave import runner as runner_mod
-from nestor.enclave.host_link import HostLink
 from nestor.enclave.sandbox import (
     InputFile,
     Limits,
@@ -52,9 +61,8 @@ from nestor.enclave.sandbox import (
     disable_huge_pages,
     run_program,
 )
-from nestor.enclave.service import EnclaveService
-from nestor.enclave.tee import select_producer
-from nestor.protocol.contract import verify_contract
+from nestor.errors import ConfigurationError
+from nestor.protocol.contract import VerifiedContract, verify_contract
 from nestor.simtee.measure import measure_enclave
 from nestor.simtee.vendor import load_vendor_public_key
 
@@ -83,6 +91,74 @@ def make_csv(path: Path, target_bytes: int, seed: int) -> None:
             first = False
             f.write(text)
             written += len(text)
+
+
+def write_data(files: dict[str, Path], share: int) -> None:
+    """Each party's CSV, written by child processes: the memory the
+    generation churns is never this process's, as it is never the enclave's."""
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.starmap(make_csv, [(path, share, seed) for seed, path in enumerate(files.values())])
+
+
+@contextmanager
+def running_enclave(
+    work: Path, url: str, contract: Path, huge_pages: bool
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`nestor enclave run --tee sim` as its own process; its log (where it
+    reports each job's phases) is ``work/enclave.log``."""
+    cmd = [
+        sys.executable, "-m", "nestor.cli.main", "enclave", "run",
+        "--host", url, "--contract", str(contract), "--tee", "sim",
+        "--programs", str(EXAMPLES), "--time-limit", "3600", "--memory-limit-mb", "16384",
+    ]  # fmt: skip
+    if not huge_pages:
+        cmd.append("--no-huge-pages")
+    with (work / "enclave.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_PAIR = re.compile(r"(\w+)=([0-9.]+)")
+
+
+def job_phases(log: Path, job_id: str) -> tuple[float, dict[str, float]] | None:
+    """The job's time from lease to completion and its phases, from the
+    enclave's log lines ``program ... ran: k=v ...`` and ``job ID done in S s:
+    k=v ...``; None while the job runs."""
+    program: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("enclave: program ") and " ran: " in line:
+            program = {k: float(v) for k, v in _PAIR.findall(line.split(" ran: ", 1)[1])}
+        elif line.startswith(f"enclave: job {job_id} failed: "):
+            raise SystemExit(line)
+        elif line.startswith(f"enclave: job {job_id} done in "):
+            head, _, pairs = line.partition(": ")[2].partition(": ")
+            seconds = float(head.rsplit(" in ", 1)[1].removesuffix(" s"))
+            return seconds, {**{k: float(v) for k, v in _PAIR.findall(pairs)}, **program}
+    return None
+
+
+def wait_for_enclave(host: HostClient, verified: VerifiedContract) -> pipeline.VerifiedEnclave:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return pipeline.verify_enclave(
+                host, verified, now=datetime.now(UTC),
+                simulated_vendor_keys=[load_vendor_public_key()],
+            )  # fmt: skip
+        except (pipeline.NoEnclaveError, ConfigurationError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 PLAIN_SCRIPT = """
@@ -177,9 +253,6 @@ def plain_run(
     the sandboxed one (a warm interpreter would flatter the baseline: memory
     first touched in a new process is what this VM makes slow), with the
     same kind of memory pages as the sandbox gives the program."""
-    import json
-    import subprocess
-
     t = time.perf_counter()
     done = subprocess.run(
         [
@@ -249,10 +322,8 @@ def run(
     dirs = [work / f"p{i}" for i in range(n)]
     members = [party.init_party(d, f"Party {i}") for i, d in enumerate(dirs)]
     print(f"writing {n} x {share / 1e9:.2f} GB of CSV ...", flush=True)
-    files: dict[str, Path] = {}
-    for i, d in enumerate(dirs):
-        files[f"d{i}"] = d / "data.csv"
-        make_csv(files[f"d{i}"], share, seed=i)
+    files = {f"d{i}": d / "data.csv" for i, d in enumerate(dirs)}
+    write_data(files, share)
     total = sum(p.stat().st_size for p in files.values())
 
     now = datetime.now(UTC)
@@ -284,27 +355,18 @@ def run(
     )
     for m in members:
         c = contracts.sign(c, m)
+    contract_path = work / "contract.json"
+    contracts.save_contract(contract_path, c)
     verified = verify_contract(c, now=datetime.now(UTC))
     owners = {f"d{i}": m.card.party_id for i, m in enumerate(members)}
 
-    # The host as its own process, as deployed: its request handling does
-    # not share the enclave's interpreter (and GIL) with the decryption.
-    with running_host(work, None, os.environ) as url:
+    with (
+        running_host(work, None, os.environ) as url,
+        running_enclave(work, url, contract_path, huge_pages) as enclave_proc,
+    ):
         host = HostClient(url, timeout=600)
         host.put_contract(verified.contract.envelope.to_json())
-        service = EnclaveService(
-            host=HostLink(url, timeout=600),
-            contract=verified.contract,
-            producer=select_producer("sim"),
-            programs_dir=EXAMPLES,
-            runner=runner_mod.make_runner(
-                time_limit=3600, memory_limit_mb=16384, huge_pages=huge_pages
-            ),
-        )
-        service.start()
-        enclave = pipeline.verify_enclave(
-            host, verified, now=datetime.now(UTC), simulated_vendor_keys=[load_vendor_public_key()]
-        )
+        enclave = wait_for_enclave(host, verified)
         t = time.perf_counter()
         for i, (m, d) in enumerate(zip(members, dirs, strict=True)):
             pipeline.upload_dataset(
@@ -322,33 +384,39 @@ def run(
         sandboxes: list[float] = []
         jobs: list[tuple[float, dict[str, float]]] = []
         host_pid = _host_pid()
+        # The enclave is paused while the baselines run: its queue polling
+        # (and the host's answers) would otherwise take CPU from them.
+        enclave_proc.send_signal(signal.SIGSTOP)
 
         def job_run() -> None:
             job_id = pipeline.submit_job(
                 host, members[0], verified, "pooled-stats", {"group_by": "ward"},
                 now=datetime.now(UTC),
             )  # fmt: skip
-            t = time.perf_counter()
-            cpu = resource.getrusage(resource.RUSAGE_SELF)
+            enclave_cpu = _process_cpu(enclave_proc.pid)
             host_cpu = _process_cpu(host_pid)
-            assert service.poll_once()
-            job_s = time.perf_counter() - t
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            own_cpu = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
+            enclave_proc.send_signal(signal.SIGCONT)
+            # The enclave's log says when the job is done: asking the host
+            # would take CPU from the job while it runs.
+            while (done := job_phases(work / "enclave.log", job_id)) is None:
+                if enclave_proc.poll() is not None:
+                    raise SystemExit(f"the enclave exited; see {work / 'enclave.log'}")
+                time.sleep(0.1)
+            enclave_proc.send_signal(signal.SIGSTOP)
+            enclave_cpu = _process_cpu(enclave_proc.pid) - enclave_cpu
             host_cpu = _process_cpu(host_pid) - host_cpu
-            lt = runner_mod.LAST_TIMINGS
+            if (status := host.job_status(job_id)).status != "done":
+                raise SystemExit(f"job failed: {status.error}")
+            job_s, lt = done
             print(
                 f"  job     {job_s:.2f} s: read_inputs {lt.get('read_inputs', 0.0):.2f}, "
                 f"program {lt.get('program', 0.0):.2f} ("
                 + _cpu(lt["program_user"], lt["program_sys"], lt["program_faults"])
-                + f"); enclave process CPU {own_cpu:.2f} s (fetch, decrypt, verify, seal), "
+                + f"); enclave process CPU {enclave_cpu:.2f} s (fetch, decrypt, verify, seal), "
                 f"host process CPU {host_cpu:.2f} s (serving ciphertext)",
                 flush=True,
             )
-            status = host.job_status(job_id)
-            if status.status != "done":
-                raise SystemExit(f"job failed: {status.error}")
-            jobs.append((job_s, {**service.last_timings, **runner_mod.LAST_TIMINGS}))
+            jobs.append((job_s, lt))
 
         runs: dict[str, Callable[[], object]] = {
             "plain": lambda: plain_runs.append(plain_run(files, owners, huge_pages)),

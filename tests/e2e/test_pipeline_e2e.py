@@ -307,6 +307,14 @@ def test_happy_path(collab: Collab) -> None:
         collab.host, collab.members[0], enclave, state_file=collab.dirs[0] / "heads.json"
     )
     assert head.index >= 5
+    # The enclave (its output goes to the host's log) reports the job's phases,
+    # and not each request of its queue polling.
+    log = (collab.root / "host.log").read_text()
+    done = [line for line in log.splitlines() if f"job {job_id} done in " in line]
+    assert len(done) == 1, log[-3000:]
+    assert "fetch_decrypt_verify=" in done[0] and "seal_sign_publish=" in done[0]
+    assert "program pooled-stats ran: " in log and " read_inputs=" in log
+    assert "HTTP Request:" not in log
 
 
 # -- host attacks ------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def run(
     from nestor.enclave.service import EnclaveService
 
     logging.basicConfig(level=logging.INFO, format="enclave: %(message)s")
+    # httpx logs every request at INFO: two lines per queue poll, five polls a second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stopping = False
 
     def _stop(*_: object) -> None:

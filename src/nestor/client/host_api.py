@@ -446,7 +446,9 @@ class HostClient:
                     body = self._read_limited(response, url, 65536)
                     raise self._status_error("GET", url, response.status_code, body)
                 with atomic_output(Path(dest), overwrite=overwrite, mode=0o600) as f:
-                    for block in response.iter_bytes(BLOCK_SIZE):
+                    # As received: httpx joins smaller reads into bigger
+                    # blocks at a copy per byte (see HostLink.open_blob).
+                    for block in response.iter_bytes():
                         f.write(block)
                         written += len(block)
                         if progress is not None:

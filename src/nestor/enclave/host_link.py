@@ -84,6 +84,9 @@ class HostLink:
                 if r.status_code >= 400:
                     raise HostLinkError(f"host has no blob {name!r} ({r.status_code})")
                 length = r.headers.get("content-length")
-                yield StreamReader(r.iter_raw(1 << 20)), int(length) if length else None
+                # Blocks as they arrive (64 KiB reads): asking httpx for
+                # bigger blocks makes it join them, which more than doubles
+                # the CPU a gigabyte costs (bench/README, "Fetching").
+                yield StreamReader(r.iter_raw()), int(length) if length else None
         except httpx.HTTPError as exc:
             raise HostLinkError(f"reading blob {name!r} failed: {exc}") from exc

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from nestor.enclave.sandbox import InputFile, Limits, ProgramSpec, run_program
-from nestor.enclave.service import ProgramRunner
+from nestor.enclave.service import ProgramRunner, format_phases
+
+log = logging.getLogger("nestor.enclave")
 
 
 def make_runner(
@@ -53,6 +56,7 @@ def make_runner(
             LAST_TIMINGS[f"{phase}_user"] = used.user_s
             LAST_TIMINGS[f"{phase}_sys"] = used.sys_s
             LAST_TIMINGS[f"{phase}_faults"] = float(used.minor_faults)
+        log.info("program %s ran: %s", bundle.name, format_phases(LAST_TIMINGS))
         return result.paths
 
     return run

@@ -111,6 +111,11 @@ class EnclaveKeys:
         return self.hybrid
 
 
+def format_phases(phases: Mapping[str, float]) -> str:
+    """``name=seconds`` pairs (logfmt), as the enclave logs them."""
+    return " ".join(f"{name}={value:.3f}" for name, value in phases.items())
+
+
 def _scratch_root() -> Path:
     # Plaintext inputs live in memory-backed files: engines keep their
     # streaming readers, and nothing reaches a disk.
@@ -232,6 +237,7 @@ class EnclaveService:
         if leased is None:
             return False
         job_id = str(leased.get("job_id"))
+        started = time.perf_counter()
         try:
             self.run_job(leased["request"])
         except NestorError as exc:
@@ -245,6 +251,14 @@ class EnclaveService:
         else:
             self.host.post(
                 f"/v1/jobs/{job_id}/complete", {"status": "done", "error": None, "worker": worker}
+            )
+            # Coarse phases only, which the host can see anyway from when the
+            # ciphertext is fetched and the results arrive.
+            log.info(
+                "job %s done in %.2f s: %s",
+                job_id,
+                time.perf_counter() - started,
+                format_phases(self.last_timings),
             )
         return True
 
