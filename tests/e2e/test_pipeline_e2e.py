@@ -312,8 +312,10 @@ def test_happy_path(collab: Collab) -> None:
     log = (collab.root / "host.log").read_text()
     done = [line for line in log.splitlines() if f"job {job_id} done in " in line]
     assert len(done) == 1, log[-3000:]
-    assert "fetch_decrypt_verify=" in done[0] and "seal_sign_publish=" in done[0]
-    assert "program pooled-stats ran: " in log and " read_inputs=" in log
+    assert "fetch_decrypt_verify=" in done[0]
+    assert "seal_sign_publish=" in done[0]
+    assert "program pooled-stats ran: " in log
+    assert " read_inputs=" in log
     assert "HTTP Request:" not in log
 
 
