@@ -85,8 +85,8 @@ class HostLink:
                     raise HostLinkError(f"host has no blob {name!r} ({r.status_code})")
                 length = r.headers.get("content-length")
                 # Blocks as they arrive (64 KiB reads): asking httpx for
-                # bigger blocks makes it join them, which more than doubles
-                # the CPU a gigabyte costs (bench/README, "Fetching").
+                # bigger blocks makes it join them, a copy of every byte that
+                # costs a third more CPU per gigabyte (bench/README, "Fetching").
                 yield StreamReader(r.iter_raw()), int(length) if length else None
         except httpx.HTTPError as exc:
             raise HostLinkError(f"reading blob {name!r} failed: {exc}") from exc

@@ -113,7 +113,9 @@ class EnclaveKeys:
 
 def format_phases(phases: Mapping[str, float]) -> str:
     """``name=seconds`` pairs (logfmt), as the enclave logs them."""
-    return " ".join(f"{name}={value:.3f}" for name, value in phases.items())
+    return " ".join(
+        f"{name}={value:.3f}".rstrip("0").removesuffix(".") for name, value in phases.items()
+    )
 
 
 def _scratch_root() -> Path:
