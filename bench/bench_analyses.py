@@ -131,7 +131,8 @@ def measure(name: str, work: Path, scale: float, rounds: int, settle: float) -> 
     jobs: list[tuple[float, dict[str, float]]] = []
     # The host as its own process, as deployed: its request handling does
     # not share the enclave's interpreter (and GIL) with the decryption.
-    with running_host(work, None, os.environ) as url:
+    with running_host(work, None, os.environ) as running:
+        url = running.url
         host = HostClient(url, timeout=600)
         host.put_contract(verified.contract.envelope.to_json())
         service = EnclaveService(

@@ -188,26 +188,7 @@ def _cpu(user: float, sys_s: float, faults: float) -> str:
     return f"user {user:.2f} + sys {sys_s:.2f} s, {faults / 1000:.0f}k faults"
 
 
-def _host_pid() -> int | None:
-    """The `nestor host serve` child of this process (its CPU time counts
-    towards the job: it serves the ciphertext)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"serve" in cmdline:
-            return int(entry.name)
-    return None
-
-
-def _process_cpu(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
+def _process_cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -361,9 +342,10 @@ def run(
     owners = {f"d{i}": m.card.party_id for i, m in enumerate(members)}
 
     with (
-        running_host(work, None, os.environ) as url,
-        running_enclave(work, url, contract_path, huge_pages) as enclave_proc,
+        running_host(work, None, os.environ) as running,
+        running_enclave(work, running.url, contract_path, huge_pages) as enclave_proc,
     ):
+        url, host_pid = running.url, running.pid
         host = HostClient(url, timeout=600)
         host.put_contract(verified.contract.envelope.to_json())
         enclave = wait_for_enclave(host, verified)
@@ -383,7 +365,6 @@ def run(
         plain_runs: list[tuple[float, float]] = []  # (whole run, program phase)
         sandboxes: list[float] = []
         jobs: list[tuple[float, dict[str, float]]] = []
-        host_pid = _host_pid()
         # The enclave is paused while the baselines run: its queue polling
         # (and the host's answers) would otherwise take CPU from them.
         enclave_proc.send_signal(signal.SIGSTOP)
