@@ -18,7 +18,7 @@ test: setup lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples docs
 
 typecheck:
 	$(BIN)/mypy
