@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nestor.cli.demo import running_host
+from nestor.cli.demo import running_host, wait_for_enclave
 from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
 from nestor.enclave.sandbox import (
@@ -61,10 +61,8 @@ from nestor.enclave.sandbox import (
     disable_huge_pages,
     run_program,
 )
-from nestor.errors import ConfigurationError
-from nestor.protocol.contract import VerifiedContract, verify_contract
+from nestor.protocol.contract import verify_contract
 from nestor.simtee.measure import measure_enclave
-from nestor.simtee.vendor import load_vendor_public_key
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 WARDS = np.array(["cardiology", "oncology", "surgery", "geriatrics", "neurology"])
@@ -145,20 +143,6 @@ def job_phases(log: Path, job_id: str) -> tuple[float, dict[str, float]] | None:
             seconds = float(head.rsplit(" in ", 1)[1].removesuffix(" s"))
             return seconds, {**{k: float(v) for k, v in _PAIR.findall(pairs)}, **program}
     return None
-
-
-def wait_for_enclave(host: HostClient, verified: VerifiedContract) -> pipeline.VerifiedEnclave:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return pipeline.verify_enclave(
-                host, verified, now=datetime.now(UTC),
-                simulated_vendor_keys=[load_vendor_public_key()],
-            )  # fmt: skip
-        except (pipeline.NoEnclaveError, ConfigurationError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 PLAIN_SCRIPT = """
@@ -348,7 +332,7 @@ def run(
         url, host_pid = running.url, running.pid
         host = HostClient(url, timeout=600)
         host.put_contract(verified.contract.envelope.to_json())
-        enclave = wait_for_enclave(host, verified)
+        enclave = wait_for_enclave(host, verified, timeout=60)
         t = time.perf_counter()
         for i, (m, d) in enumerate(zip(members, dirs, strict=True)):
             pipeline.upload_dataset(

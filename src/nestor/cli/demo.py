@@ -36,7 +36,7 @@ from nestor.client import contracts, party, pipeline
 from nestor.client.host_api import HostClient
 from nestor.errors import ConfigurationError
 from nestor.programs.bundle import copy_bundle
-from nestor.protocol.contract import verify_contract
+from nestor.protocol.contract import VerifiedContract, verify_contract
 from nestor.simtee.measure import measure_enclave
 from nestor.simtee.vendor import load_vendor_public_key
 
@@ -112,6 +112,27 @@ def running_host(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def wait_for_enclave(
+    host: HostClient, verified: VerifiedContract, *, timeout: float = 30.0
+) -> pipeline.VerifiedEnclave:
+    """Verify the simulated enclave's announcement once it is there: the
+    enclave process publishes it (and the simulated vendor key) a moment
+    after it starts. Raises the last error after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return pipeline.verify_enclave(
+                host,
+                verified,
+                now=datetime.now(UTC),
+                simulated_vendor_keys=[load_vendor_public_key()],
+            )
+        except (pipeline.NoEnclaveError, ConfigurationError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def pooled_stats_scenario(work_dir: Path, *, seed: int, rows: int) -> Scenario:
@@ -286,19 +307,7 @@ def _run(root: Path, scenario: Scenario) -> None:
         host = HostClient(url)
         host.put_contract(verified.contract.envelope.to_json())
         _say(f"host listening on {url} (SQLite, local blob directory, local dispatcher)")
-        deadline = time.monotonic() + 30
-        vendor = []
-        enclave = None
-        while enclave is None:
-            try:
-                vendor = [load_vendor_public_key()]
-                enclave = pipeline.verify_enclave(
-                    host, verified, now=datetime.now(UTC), simulated_vendor_keys=vendor
-                )
-            except (pipeline.NoEnclaveError, ConfigurationError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        enclave = wait_for_enclave(host, verified)
 
         _step(5, "Each party verifies the enclave's evidence before releasing anything")
         _say(
